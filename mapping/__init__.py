@@ -1,0 +1,1 @@
+"""Mapping: from workloads to schedules, programs and predicted cycles, traffic and energy."""

@@ -1,0 +1,91 @@
+"""The processing element: one multiply-accumulate cell of the systolic array."""
+
+from __future__ import annotations
+
+from amaranth.hdl import Module, Mux, Signal, signed
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
+
+from .config import DATAFLOWS, refuse
+
+__all__ = ["PE"]
+
+
+class PE(wiring.Component):
+    """One PE. Every output is a register, so links between neighbours are registered.
+
+    ``dataflow="os"`` (output-stationary): ``a`` passes right, ``b`` passes down, the PE adds
+    ``a * b`` into its accumulator. ``a_last`` travels with ``a``: the cycle it is set, the
+    finished sum (including this product) moves into the output register and the accumulator
+    restarts from zero, so the next tile computes while this one drains. Output registers form a
+    chain down the column (``c_in`` from the PE above, ``c_out`` to the PE below) with one link
+    register per hop, which lets the drain run against the diagonal wave of ``a_last``.
+
+    ``dataflow="ws"`` (weight-stationary): ``a`` passes right, partial sums pass down
+    (``psum_out = psum_in + a * w``). Weights shift up the column through a shadow register
+    (``w_in`` from below, ``w_out`` to above) while ``w_shift`` is set; ``a_swap`` travels with
+    ``a`` and makes the PE switch to the shadow weight from that product on, so the next tile's
+    weights load while this one computes.
+
+    Accumulation wraps at ``acc_bits`` (two's complement). Sync logic only: wrap the PE in an
+    ``EnableInserter`` to stall it.
+    """
+
+    #: cycles from an input to the matching registered output
+    latency = 1
+
+    def __init__(self, *, dataflow: str = "os", in_bits: int = 8, acc_bits: int = 32):
+        if dataflow not in DATAFLOWS:
+            raise refuse(self, f"dataflow must be one of {', '.join(DATAFLOWS)}, not {dataflow!r}")
+        if acc_bits < 2 * in_bits:
+            raise refuse(self, f"acc_bits ({acc_bits}) is too narrow for {in_bits}-bit operands: "
+                               f"a product needs {2 * in_bits} bits")
+        self.dataflow = dataflow
+        self.in_bits = in_bits
+        self.acc_bits = acc_bits
+        op, acc = signed(in_bits), signed(acc_bits)
+        if dataflow == "os":
+            members = {
+                "a_in": In(op), "a_last_in": In(1), "b_in": In(op), "c_in": In(acc),
+                "a_out": Out(op), "a_last_out": Out(1), "b_out": Out(op), "c_out": Out(acc),
+            }
+        else:
+            members = {
+                "a_in": In(op), "a_swap_in": In(1), "psum_in": In(acc),
+                "w_in": In(op), "w_shift": In(1),
+                "a_out": Out(op), "a_swap_out": Out(1), "psum_out": Out(acc), "w_out": Out(op),
+            }
+        super().__init__(members)
+
+    def product(self, a, b):
+        """The PE's arithmetic, in one place: the int8 datapath multiplies."""
+        return a * b
+
+    def elaborate(self, platform):
+        m = Module()
+        m.d.sync += self.a_out.eq(self.a_in)
+        if self.dataflow == "os":
+            acc = Signal(signed(self.acc_bits))
+            out = Signal(signed(self.acc_bits))
+            m.d.sync += [
+                self.b_out.eq(self.b_in),
+                self.a_last_out.eq(self.a_last_in),
+                self.c_out.eq(out),  # the link register of the drain chain
+            ]
+            total = acc + self.product(self.a_in, self.b_in)
+            with m.If(self.a_last_in):
+                m.d.sync += [out.eq(total), acc.eq(0)]
+            with m.Else():
+                m.d.sync += [out.eq(self.c_in), acc.eq(total)]
+        else:
+            active = Signal(signed(self.in_bits))
+            shadow = Signal(signed(self.in_bits))
+            m.d.comb += self.w_out.eq(shadow)
+            m.d.sync += self.a_swap_out.eq(self.a_swap_in)
+            weight = Mux(self.a_swap_in, shadow, active)
+            m.d.sync += self.psum_out.eq(self.psum_in + self.product(self.a_in, weight))
+            with m.If(self.a_swap_in):
+                m.d.sync += active.eq(shadow)
+            with m.If(self.w_shift):
+                m.d.sync += shadow.eq(self.w_in)
+        return m

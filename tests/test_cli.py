@@ -1,0 +1,51 @@
+import json
+import subprocess
+import sys
+
+import pytest
+
+from sim.build import WAIVERS, verilator_bin
+from tessera.cli import main
+
+
+@pytest.mark.parametrize("dataflow", ["os", "ws"])
+def test_verilog_for_a_non_square_array_lints_clean(tmp_path, dataflow):
+    out = tmp_path / "x.v"
+    assert main(["verilog", "--rows", "3", "--cols", "5", "--dataflow", dataflow,
+                 "-o", str(out)]) == 0
+    text = out.read_text()
+    assert "module tessera_tile(" in text
+    lint = subprocess.run([str(verilator_bin()), "--lint-only", "-Wall", str(WAIVERS), str(out)],
+                          capture_output=True, text=True)
+    assert lint.returncode == 0, lint.stdout + lint.stderr
+
+
+def test_verilog_lint_flag(tmp_path, capsys):
+    assert main(["verilog", "--preset", "tiny", "-o", str(tmp_path / "t.v"), "--lint"]) == 0
+    assert "clean" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["verilog", "--rows", "0", "-o", "x.v"], "rows must be a positive integer, not 0"),
+    (["verilog", "--dataflow", "rs", "-o", "x.v"], "dataflow must be one of os, ws"),
+    (["verilog", "--acc-bits", "8", "-o", "x.v"], "acc_bits (8) is too narrow"),
+    (["sim", "--preset", "nope"], "unknown preset 'nope'"),
+])
+def test_bad_configs_exit_2_with_the_reason(argv, message, capsys):
+    assert main(argv) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_console_script_is_installed():
+    done = subprocess.run([sys.executable, "-m", "tessera.cli", "--help"], capture_output=True,
+                          text=True)
+    assert done.returncode == 0 and "verilog" in done.stdout
+
+
+@pytest.mark.sim
+def test_sim_command_json(capsys):
+    code = main(["sim", "--rows", "2", "--cols", "2", "-k", "corner", "--json"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    (row,) = json.loads(out)
+    assert row["tests"] == 1 and row["passed"] == 1 and row["elements"] > 0
