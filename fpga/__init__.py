@@ -1,0 +1,1 @@
+"""FPGA flows: board tops, builds with the open toolchain, host drivers (to come)."""
