@@ -70,7 +70,8 @@ def main() -> int:
                 "GEMM / free-running", "GEMM cycles"):
         table.add_column(col, justify="left" if col == "configuration" else "right")
     for r in results:
-        table.add_row(r["config"], f"{r['free_cycles_per_s']:,.0f}", f"{r['gemm_cycles_per_s']:,.0f}",
+        table.add_row(r["config"], f"{r['free_cycles_per_s']:,.0f}",
+                      f"{r['gemm_cycles_per_s']:,.0f}",
                       f"{r['gemm_macs_per_s']:,.0f}", f"{r['ratio']:.2f}", f"{r['gemm_cycles']:,}")
     console.print(table)
     return 0

@@ -103,7 +103,8 @@ class EngineConfig:
                 f"dataflow must be one of {', '.join(DATAFLOWS)}, not {self.dataflow!r}")
         if self.rows > 256 or self.cols > 256:
             raise ConfigError(
-                f"array of {self.rows}x{self.cols} is larger than the 256x256 the generator supports")
+                f"array of {self.rows}x{self.cols} is larger than the 256x256 the generator "
+                "supports")
         if self.in_bits < 2 or self.in_bits > 16:
             raise ConfigError(f"in_bits must be between 2 and 16, not {self.in_bits}")
         if self.acc_bits > 64:
@@ -130,8 +131,10 @@ class EngineConfig:
 
     @property
     def label(self) -> str:
-        """A human-readable name such as ``default 16x16 os``."""
-        return f"{self.name} {self.rows}x{self.cols} {self.dataflow}"
+        """A human-readable name such as ``default 16x16 os`` (or ``3x5 os`` with no preset)."""
+        shape = f"{self.rows}x{self.cols} {self.dataflow}"
+        return shape if self.name in ("custom", f"{self.rows}x{self.cols}") else \
+            f"{self.name} {shape}"
 
     def to_dict(self) -> dict[str, Any]:
         """The hardware parameters as plain values (the preset name is left out)."""

@@ -200,5 +200,6 @@ class TileEngine(wiring.Component):
 
         with m.If(fire_a):
             for i in range(r):
-                m.d.comb += [skew_a.i[i].value.eq(self.a.payload.data[i]), skew_a.i[i].flag.eq(flag)]
+                m.d.comb += [skew_a.i[i].value.eq(self.a.payload.data[i]),
+                             skew_a.i[i].flag.eq(flag)]
         return m

@@ -69,7 +69,8 @@ def _cmd_sim(args: argparse.Namespace, config: EngineConfig) -> int:
         table = Table(title="Tessera RTL regression (cocotb + Verilator, every element compared)")
         for col in ("configuration", "tests", "passed", "elements compared", "simulated cycles",
                     "seconds"):
-            table.add_column(col, justify="left" if col == "configuration" else "right")
+            table.add_column(col, justify="left" if col == "configuration" else "right",
+                             no_wrap=True)
         for r in results:
             style = None if r.ok else "bold red"
             table.add_row(r.config.label, str(r.tests), str(r.passed), f"{r.elements:,}",
@@ -92,7 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("verilog", help="write the engine's Verilog")
     add_config_arguments(p)
-    p.add_argument("-o", "--output", required=True, metavar="FILE", help="output file, - for stdout")
+    p.add_argument("-o", "--output", required=True, metavar="FILE",
+                   help="output file, - for stdout")
     p.add_argument("--name", default="tessera_tile", help="top module name")
     p.add_argument("--lint", action="store_true",
                    help="then lint the file with Verilator -Wall and the project's waivers")

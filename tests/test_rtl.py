@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 from amaranth.sim import Simulator
+from streams import get, put
 
 from golden import gemm_int
 from mapping.timing import tile_stream_cycles
@@ -13,7 +14,6 @@ from rtl.config import ConfigError, EngineConfig
 from rtl.pe import PE
 from rtl.skew import Skew
 from rtl.tile import TileEngine, TileTiming, a_layout, b_layout
-from streams import get, put
 
 
 def _simulate(dut, *testbenches):
@@ -108,10 +108,9 @@ def _tiles(cfg, rng, count, max_extent):
     tiles = []
     for _ in range(count):
         e = int(rng.integers(1, max_extent + 1))
-        if cfg.dataflow == "os":
-            tiles.append((rng.integers(-128, 128, (cfg.rows, e)), rng.integers(-128, 128, (e, cfg.cols))))
-        else:
-            tiles.append((rng.integers(-128, 128, (e, cfg.rows)), rng.integers(-128, 128, (cfg.rows, cfg.cols))))
+        a_shape, b_shape = ((cfg.rows, e), (e, cfg.cols)) if cfg.dataflow == "os" else \
+            ((e, cfg.rows), (cfg.rows, cfg.cols))
+        tiles.append((rng.integers(-128, 128, a_shape), rng.integers(-128, 128, b_shape)))
     return tiles
 
 
