@@ -56,7 +56,7 @@ def main() -> int:
     args = parser.parse_args()
     configs = [preset(p).replace(dataflow=d, name=p) for p in args.presets.split(",")
                for d in args.dataflows.split(",")]
-    console = Console()
+    console = Console(width=130)
     results = []
     for cfg in configs:
         with console.status(f"building and measuring {cfg.label}..."):

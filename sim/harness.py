@@ -11,7 +11,7 @@ from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from rtl.config import EngineConfig
+from rtl.config import EngineConfig, refuse
 from rtl.tile import TileEngine, a_layout, b_layout, c_layout
 
 __all__ = ["TileHarness", "LFSR_TAPS"]
@@ -39,6 +39,8 @@ class TileHarness(wiring.Component):
     """
 
     def __init__(self, config: EngineConfig, *, depth: int = 4096):
+        if depth < 2 or depth & (depth - 1):
+            raise refuse(self, f"harness memory depth must be a power of two, not {depth}")
         self.config = config
         self.depth = depth
         super().__init__({
@@ -85,7 +87,7 @@ class TileHarness(wiring.Component):
 
         m.d.comb += [
             engine.c.ready.eq(busy & (lfsr_c[8:] >= stall)),
-            c_wr.addr.eq(c_ptr),
+            c_wr.addr.eq(c_ptr),  # wraps: a run longer than the memory keeps its last results
             c_wr.data.eq(engine.c.payload),
             c_wr.en.eq(engine.c.valid & engine.c.ready),
         ]
