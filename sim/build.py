@@ -11,6 +11,7 @@ import fcntl
 import hashlib
 import importlib.metadata
 import os
+import re
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -65,7 +66,8 @@ def _source_hash(*extra: str) -> str:
     # Only what shapes the compiled model: the RTL, the harness, the waivers and these flags.
     # Testbenches and the regression driver run in Python; changing them needs no rebuild.
     sources = sorted((ROOT / "rtl").glob("*.py")) + [
-        ROOT / "sim" / "harness.py", WAIVERS, Path(__file__).resolve()]
+        ROOT / "sim" / "harness.py", ROOT / "sim" / "engine_harness.py", WAIVERS,
+        Path(__file__).resolve()]
     for path in sources:
         h.update(path.name.encode())
         h.update(path.read_bytes())
@@ -87,21 +89,40 @@ class SimBuild:
     toplevel: str = TOPLEVEL
 
 
+_ZERO_INIT = re.compile(r"^\s+\S+\[\d+\] = \d+'h0+;\n", re.MULTILINE)
+
+
+def to_verilog(top) -> str:
+    """Verilog for a simulation top, without the zero initializers of its memories.
+
+    Amaranth writes one initializer line per memory word; Verilator already starts memories at
+    zero, and for megabytes of simulated memory those lines cost more to compile than the design.
+    """
+    return _ZERO_INIT.sub("", verilog.convert(top, name=TOPLEVEL, emit_src=False))
+
+
 def generate_harness(config: EngineConfig, *, depth: int) -> str:
-    """Verilog for the simulation top (engine plus stimulus and result memories)."""
+    """Verilog for the tile-engine simulation top (engine plus stimulus and result memories)."""
     from .harness import TileHarness
 
-    return verilog.convert(TileHarness(config, depth=depth), name=TOPLEVEL, emit_src=False)
+    return to_verilog(TileHarness(config, depth=depth))
 
 
 def build(config: EngineConfig, *, depth: int = 2048, waves: bool = False,
-          root: Path | None = None) -> SimBuild:
-    """Build (or reuse) the Verilator simulator for ``config``; safe to call from parallel jobs."""
+          root: Path | None = None, kind: str = "tile", mem_words: int = 0) -> SimBuild:
+    """Build (or reuse) a Verilator simulator for ``config``; safe to call from parallel jobs.
+
+    ``kind="tile"``: the tile engine between stimulus memories of ``depth`` beats.
+    ``kind="engine"``: the programmable engine with ``depth`` instruction words and a simulated
+    memory of ``mem_words`` words.
+    """
     from cocotb_tools.runner import VerilatorControlFile, get_runner
 
+    if kind not in ("tile", "engine"):
+        raise ValueError(f"unknown simulation top {kind!r}")
     root = root or ROOT / "build" / "sim"
-    key = f"{config.key}-{_source_hash(str(depth), str(waves))}"
-    directory = root / f"{config.rows}x{config.cols}-{config.dataflow}-{key}"
+    key = f"{config.key}-{_source_hash(kind, str(depth), str(mem_words), str(waves))}"
+    directory = root / f"{kind}-{config.rows}x{config.cols}-{config.dataflow}-{key}"
     result = SimBuild(config=config, directory=directory, depth=depth, waves=waves)
     stamp = directory / "built.ok"
     directory.parent.mkdir(parents=True, exist_ok=True)
@@ -113,7 +134,13 @@ def build(config: EngineConfig, *, depth: int = 2048, waves: bool = False,
             shutil.rmtree(directory)  # a build that was interrupted
         directory.mkdir(parents=True)
         source = directory / f"{TOPLEVEL}.v"
-        source.write_text(generate_harness(config, depth=depth))
+        if kind == "tile":
+            source.write_text(generate_harness(config, depth=depth))
+        else:
+            from .engine_harness import EngineHarness
+
+            source.write_text(to_verilog(EngineHarness(config, imem_depth=depth,
+                                                       mem_words=mem_words)))
         with tool_env():
             runner = get_runner("verilator")
             try:

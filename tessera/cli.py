@@ -87,6 +87,37 @@ def _cmd_sim(args: argparse.Namespace, config: EngineConfig) -> int:
     return 0
 
 
+def _cmd_cosim(args: argparse.Namespace, config: EngineConfig) -> int:
+    from mapping.gemm import PlanError
+    from sim.cosim import cosim_gemm
+
+    if not 0 <= args.stall <= 255:
+        print(f"tessera: error: --stall is a chance out of 256, not {args.stall}",
+              file=sys.stderr)
+        return 2
+    try:
+        result = cosim_gemm(config, args.m, args.k, args.n, seed=args.seed,
+                            requant=args.requant, stall=args.stall)
+    except PlanError as e:
+        print(f"tessera: error: {e}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        verdict = "bit-exact" if result["bit_exact"] else (
+            f"MISMATCH: {result['mismatches']} of {result['elements']} elements differ"
+            if result["error"] is None else f"ERROR: {result['error']}")
+        kind = "int8 (requantized)" if args.requant else "int32"
+        print(f"gemm {args.m}x{args.k}x{args.n} on {config.label}, {kind} output: {verdict}")
+        c = result["counters"]
+        print(f"  cycles {result['cycles']:,}  MACs {result['macs']:,}  utilization "
+              f"{100 * result['utilization']:.1f}%  instructions {result['instructions']:,}")
+        print(f"  compute cycles {c['compute']:,}  load-wait {c['load_wait']:,}  store-wait "
+              f"{c['store_wait']:,}  memory beats read {result['mem_read_beats']:,} / written "
+              f"{result['mem_write_beats']:,}")
+    return 0 if result["bit_exact"] else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tessera", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -112,6 +143,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--waves", action="store_true", help="record an FST waveform (slower build)")
     p.add_argument("--json", action="store_true", help="print results as JSON")
     p.set_defaults(func=_cmd_sim)
+
+    p = sub.add_parser("cosim", help="run a workload on the RTL engine and check it bit for bit")
+    cosim = p.add_subparsers(dest="workload", required=True, metavar="WORKLOAD")
+    q = cosim.add_parser("gemm", help="C[M x N] = A[M x K] @ B[K x N] with random int8 operands")
+    q.add_argument("m", type=int, metavar="M")
+    q.add_argument("k", type=int, metavar="K")
+    q.add_argument("n", type=int, metavar="N")
+    add_config_arguments(q)
+    q.add_argument("--seed", type=int, default=0, help="seed for the operands")
+    q.add_argument("--requant", action="store_true",
+                   help="requantize to int8 with per-channel parameters (else int32 output)")
+    q.add_argument("--stall", type=int, default=0,
+                   help="memory refuses requests at random, chance out of 256")
+    q.add_argument("--json", action="store_true", help="print the result as JSON")
+    q.set_defaults(func=_cmd_cosim)
     return parser
 
 

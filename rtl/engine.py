@@ -1,0 +1,565 @@
+"""The programmable engine: instruction queues, scratchpads, accumulator, tile engine, requantizer.
+
+Instructions (``rtl/isa.py``) arrive on a stream and are dispatched to three queues that run
+decoupled and synchronize only through dependency tokens:
+
+- the **load unit** turns a LOAD into memory read requests (one beat of up to W bytes per cycle,
+  any alignment), keeps a tag per outstanding beat and assembles returning beats into scratchpad
+  rows;
+- the **compute unit** waits for its tokens, streams scratchpad rows into the tile engine and
+  writes (or adds) the results into the accumulator memory;
+- the **store unit** reads accumulator rows, requantizes them (or keeps them int32) and writes
+  them to memory.
+
+Loads and stores share the memory port through a round-robin arbiter. An instruction the engine
+cannot run (unknown opcode, scratchpad overrun, zero or oversized extent) sets ``error`` with a
+code and stops the dispatcher, so a bad program never hangs the engine.
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import Cat, Module, Mux, Signal, signed
+from amaranth.lib import data, enum, stream, wiring
+from amaranth.lib.fifo import SyncFIFO, SyncFIFOBuffered
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from .config import EngineConfig, refuse
+from .isa import INSN_BITS, Op, Spad, geometry, insn_layout
+from .memory import mem_signature
+from .requant import Requantizer
+from .tile import TileEngine
+
+__all__ = ["Engine", "ErrorCode", "counter_layout"]
+
+#: activity counters, each 32 bits, readable after a run
+counter_layout = data.StructLayout({
+    "busy": 32,        # cycles the engine had work (not idle)
+    "compute": 32,     # cycles the array accepted an operand beat
+    "load_wait": 32,   # cycles the compute unit waited for a load token
+    "store_wait": 32,  # cycles the compute unit waited for a free accumulator (store token)
+    "mem_reads": 32,   # read beats accepted by memory
+    "mem_writes": 32,  # write beats accepted by memory
+    "insns": 32,       # instructions dispatched
+})
+
+
+class ErrorCode(enum.Enum, shape=4):
+    NONE = 0
+    OPCODE = 1       # not one of the four operations
+    SPAD = 2         # LOAD into a scratchpad that does not exist
+    OVERRUN = 3      # rows beyond a scratchpad or the accumulator
+    EXTENT = 4       # zero rows, zero extent, a row longer than the scratchpad's, cols > array
+
+
+QUEUE_DEPTH = 8
+
+
+class Engine(wiring.Component):
+    """The whole engine for one :class:`~rtl.config.EngineConfig` (int8 operands)."""
+
+    def __init__(self, config: EngineConfig):
+        if config.in_bits != 8:
+            raise refuse(self, f"the programmable engine moves int8 operands: in_bits must be 8, "
+                               f"not {config.in_bits}")
+        if config.acc_bits > 32:
+            raise refuse(self, f"the programmable engine stores int32 results: acc_bits must be "
+                               f"at most 32, not {config.acc_bits}")
+        if config.acc_bits < 17:
+            raise refuse(self, f"the requantizer needs acc_bits of at least 17, not "
+                               f"{config.acc_bits}")
+        self.config = config
+        self.geometry = geometry(config)
+        super().__init__({
+            "insn": In(stream.Signature(insn_layout)),
+            "mem": Out(mem_signature(config)),
+            "idle": Out(1),
+            "error": Out(1),
+            "error_code": Out(ErrorCode),
+            "counters": Out(counter_layout),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        cfg, g = self.config, self.geometry
+        r, c = cfg.rows, cfg.cols
+        acc_shape = signed(cfg.acc_bits)
+
+        # -- memories -----------------------------------------------------------------------
+        m.submodules.spad_a = spad_a = Memory(
+            shape=data.ArrayLayout(signed(8), r), depth=g.a_rows, init=[])
+        m.submodules.spad_b = spad_b = Memory(
+            shape=data.ArrayLayout(signed(8), c), depth=g.b_rows, init=[])
+        m.submodules.spad_q = spad_q = Memory(
+            shape=data.ArrayLayout(signed(32), c), depth=g.q_rows, init=[])
+        m.submodules.acc = acc = Memory(
+            shape=data.ArrayLayout(acc_shape, c), depth=g.acc_rows, init=[])
+
+        # -- dependency tokens ---------------------------------------------------------------
+        tokens = {name: Signal(8, name=f"tok_{name}") for name in ("l2c", "c2l", "c2s", "s2c")}
+        inc = {name: Signal(name=f"inc_{name}") for name in tokens}
+        dec = {name: Signal(name=f"dec_{name}") for name in tokens}
+        for name, t in tokens.items():
+            m.d.sync += t.eq(t + inc[name] - dec[name])
+
+        # -- dispatch ------------------------------------------------------------------------
+        queues = {}
+        for name in ("load", "compute", "store"):
+            q = SyncFIFOBuffered(width=INSN_BITS, depth=QUEUE_DEPTH)
+            m.submodules[f"{name}_queue"] = q
+            queues[name] = q
+        insn = self.insn.payload
+        code = Signal(ErrorCode)
+        self._check(m, insn, code)
+        target = Signal(range(3))
+        with m.Switch(insn.op):
+            with m.Case(Op.LOAD):
+                m.d.comb += target.eq(0)
+            with m.Case(Op.COMPUTE):
+                m.d.comb += target.eq(1)
+            with m.Default():
+                m.d.comb += target.eq(2)
+        space = Mux(target == 0, queues["load"].w_rdy,
+                    Mux(target == 1, queues["compute"].w_rdy, queues["store"].w_rdy))
+        illegal = code != ErrorCode.NONE
+        m.d.comb += self.insn.ready.eq(~self.error & (illegal | space))
+        accept = self.insn.valid & self.insn.ready
+        for i, q in enumerate(queues.values()):
+            m.d.comb += [q.w_data.eq(insn.as_value()), q.w_en.eq(accept & ~illegal & (target == i))]
+        with m.If(accept & illegal):
+            m.d.sync += [self.error.eq(1), self.error_code.eq(code)]
+        with m.If(accept):
+            m.d.sync += self.counters.insns.eq(self.counters.insns + 1)
+
+        # -- the three units ----------------------------------------------------------------
+        load_req, load_idle = self._load_unit(m, queues["load"], spad_a, spad_b, spad_q,
+                                              tokens, inc, dec)
+        compute_idle = self._compute_unit(m, queues["compute"], spad_a, spad_b, acc, tokens,
+                                          inc, dec)
+        store_req, store_idle = self._store_unit(m, queues["store"], spad_q, acc, tokens, inc,
+                                                 dec)
+
+        # -- memory arbitration: round robin between loads (reads) and stores (writes) ----------
+        turn = Signal()
+        pick_store = store_req.valid & (~load_req.valid | turn)
+        req = self.mem.req
+        with m.If(pick_store):
+            m.d.comb += [req.valid.eq(1), req.payload.eq(store_req.payload),
+                         store_req.ready.eq(req.ready)]
+        with m.Else():
+            m.d.comb += [req.valid.eq(load_req.valid), req.payload.eq(load_req.payload),
+                         load_req.ready.eq(req.ready)]
+        with m.If(req.valid & req.ready):
+            m.d.sync += turn.eq(~pick_store)
+            with m.If(req.payload.write):
+                m.d.sync += self.counters.mem_writes.eq(self.counters.mem_writes + 1)
+            with m.Else():
+                m.d.sync += self.counters.mem_reads.eq(self.counters.mem_reads + 1)
+
+        idle = Signal()
+        m.d.comb += idle.eq(load_idle & compute_idle & store_idle
+                            & (queues["load"].level == 0) & (queues["compute"].level == 0)
+                            & (queues["store"].level == 0))
+        m.d.comb += self.idle.eq(idle)
+        with m.If(~idle):
+            m.d.sync += self.counters.busy.eq(self.counters.busy + 1)
+        return m
+
+    # ------------------------------------------------------------------------------------------
+
+    def _check(self, m, insn, code):
+        """Decide whether the instruction on the stream can run; ``code`` says why not."""
+        cfg, g = self.config, self.geometry
+        r, c = cfg.rows, cfg.cols
+
+        def overrun(first, count, depth):
+            return (first + count) > depth
+
+        ld, cp, st = insn.args.load, insn.args.compute, insn.args.store
+        with m.Switch(insn.op):
+            with m.Case(Op.LOAD):
+                with m.Switch(ld.spad):
+                    for spad, depth, width in ((Spad.A, g.a_rows, g.a_row_bytes),
+                                               (Spad.B, g.b_rows, g.b_row_bytes),
+                                               (Spad.Q, g.q_rows, g.q_row_bytes)):
+                        with m.Case(spad):
+                            with m.If((ld.rows == 0) | (ld.length == 0) | (ld.length > width)):
+                                m.d.comb += code.eq(ErrorCode.EXTENT)
+                            with m.Elif(overrun(ld.row, ld.rows, depth)):
+                                m.d.comb += code.eq(ErrorCode.OVERRUN)
+                    with m.Default():
+                        m.d.comb += code.eq(ErrorCode.SPAD)
+            with m.Case(Op.COMPUTE):
+                b_count = cp.extent if cfg.dataflow == "os" else r
+                acc_count = r if cfg.dataflow == "os" else cp.extent
+                with m.If(cp.extent == 0):
+                    m.d.comb += code.eq(ErrorCode.EXTENT)
+                with m.Elif(overrun(cp.a_row, cp.extent, g.a_rows)
+                            | overrun(cp.b_row, b_count, g.b_rows)
+                            | overrun(cp.acc_row, acc_count, g.acc_rows)):
+                    m.d.comb += code.eq(ErrorCode.OVERRUN)
+            with m.Case(Op.STORE):
+                with m.If((st.rows == 0) | (st.cols == 0) | (st.cols > c)):
+                    m.d.comb += code.eq(ErrorCode.EXTENT)
+                with m.Elif(overrun(st.acc_row, st.rows, g.acc_rows)
+                            | (st.requant & overrun(st.q_row, 3, g.q_rows))):
+                    m.d.comb += code.eq(ErrorCode.OVERRUN)
+            with m.Case(Op.CONFIG):
+                pass
+            with m.Default():
+                m.d.comb += code.eq(ErrorCode.OPCODE)
+
+    # ------------------------------------------------------------------------------------------
+
+    def _load_unit(self, m, queue, spad_a, spad_b, spad_q, tokens, inc, dec):
+        cfg, g = self.config, self.geometry
+        w = cfg.mem_bytes_per_cycle
+        latency = max(1, cfg.mem_latency)
+        head = data.View(insn_layout, queue.r_data)
+        req = stream.Signature(self.mem.req.payload.shape()).create(path=("load_req",))
+
+        widest = max(g.a_row_bytes, g.b_row_bytes, g.q_row_bytes)
+        self._beats_per_row = -(-widest // w)
+        tag_layout = data.StructLayout({
+            "spad": Spad, "row": range(max(g.a_rows, g.b_rows, g.q_rows)),
+            "beat": range(self._beats_per_row),
+            "row_done": 1, "push": 1,
+        })
+        m.submodules.load_tags = tags = SyncFIFO(width=tag_layout.size, depth=latency + 2)
+
+        busy = Signal()
+        spad = Signal(Spad)
+        row = Signal(16)
+        rows_left = Signal(16)
+        length = Signal(16)
+        remaining = Signal(16)  # bytes of the current row still to request
+        beat = Signal(range(self._beats_per_row + 1))
+        addr = Signal(32)
+        row_addr = Signal(32)
+        stride = Signal(32)
+        push = Signal()
+
+        # Take the next LOAD once its token (if it waits for one) is there.
+        ready_token = ~head.deps.pop_next | (tokens["c2l"] != 0)
+        start = ~busy & queue.r_rdy & ready_token
+        m.d.comb += queue.r_en.eq(start)
+        with m.If(start):
+            ld = head.args.load
+            m.d.comb += dec["c2l"].eq(head.deps.pop_next)
+            m.d.sync += [busy.eq(1), spad.eq(ld.spad), row.eq(ld.row), rows_left.eq(ld.rows),
+                         length.eq(ld.length), remaining.eq(ld.length), beat.eq(0),
+                         addr.eq(ld.addr), row_addr.eq(ld.addr), stride.eq(ld.stride),
+                         push.eq(head.deps.push_next)]
+
+        last_beat = remaining <= w
+        last_row = rows_left == 1
+        m.d.comb += [
+            req.valid.eq(busy & tags.w_rdy),
+            req.payload.write.eq(0),
+            req.payload.addr.eq(addr),
+            req.payload.length.eq(Mux(last_beat, remaining, w)),
+        ]
+        tag_in = data.View(tag_layout, tags.w_data)
+        m.d.comb += [tag_in.spad.eq(spad), tag_in.row.eq(row), tag_in.beat.eq(beat),
+                     tag_in.row_done.eq(last_beat), tag_in.push.eq(push & last_beat & last_row),
+                     tags.w_en.eq(req.valid & req.ready)]
+        with m.If(req.valid & req.ready):
+            with m.If(last_beat):
+                m.d.sync += [remaining.eq(length), beat.eq(0), row.eq(row + 1),
+                             rows_left.eq(rows_left - 1), addr.eq(row_addr + stride),
+                             row_addr.eq(row_addr + stride)]
+                with m.If(last_row):
+                    m.d.sync += busy.eq(0)
+            with m.Else():
+                m.d.sync += [remaining.eq(remaining - w), beat.eq(beat + 1), addr.eq(addr + w)]
+
+        # Returning beats, in order: assemble rows and write them into their scratchpad.
+        rdata = self.mem.rdata
+        tag = data.View(tag_layout, tags.r_data)
+        m.d.comb += tags.r_en.eq(rdata.valid)
+        words = self._beats_per_row
+        row_buf = Signal(8 * w * words)
+        assembled = Signal(8 * w * words)
+        for b in range(words):
+            part = slice(8 * w * b, 8 * w * (b + 1))
+            with m.If(tag.beat == b):
+                m.d.comb += assembled[part].eq(rdata.payload.as_value())
+            if b < words - 1:
+                with m.Elif(tag.beat > b):
+                    m.d.comb += assembled[part].eq(row_buf[part])
+            # (parts after this beat stay zero: a row starts clean)
+        with m.If(rdata.valid):
+            m.d.sync += row_buf.eq(assembled)
+        for spad_enum, memory in ((Spad.A, spad_a), (Spad.B, spad_b), (Spad.Q, spad_q)):
+            port = memory.write_port()
+            m.d.comb += [port.addr.eq(tag.row), port.data.eq(assembled),
+                         port.en.eq(rdata.valid & tag.row_done & (tag.spad == spad_enum))]
+        m.d.comb += inc["l2c"].eq(rdata.valid & tag.push)
+
+        idle = ~busy & (tags.level == 0)
+        return req, idle
+
+    # ------------------------------------------------------------------------------------------
+
+    def _compute_unit(self, m, queue, spad_a, spad_b, acc, tokens, inc, dec):
+        cfg = self.config
+        r, c = cfg.rows, cfg.cols
+        os_ = cfg.dataflow == "os"
+        m.submodules.tile = tile = TileEngine(cfg)
+        head = data.View(insn_layout, queue.r_data)
+        cp = head.args.compute
+
+        src_layout = data.StructLayout({"a_row": 16, "b_row": 16, "extent": 16})
+        wb_layout = data.StructLayout({"acc_row": 16, "accumulate": 1, "push_prev": 1,
+                                       "push_next": 1})
+        m.submodules.src_a_q = src_a_q = SyncFIFOBuffered(width=src_layout.size, depth=4)
+        m.submodules.wb_q = wb_q = SyncFIFOBuffered(width=wb_layout.size, depth=8)
+        if not os_:
+            m.submodules.src_b_q = src_b_q = SyncFIFOBuffered(width=src_layout.size, depth=4)
+
+        # Front end: an instruction goes ahead once its tokens are there and there is room.
+        need_load = head.deps.pop_prev & (tokens["l2c"] == 0)
+        need_store = head.deps.pop_next & (tokens["s2c"] == 0)
+        room = src_a_q.w_rdy & wb_q.w_rdy & (src_b_q.w_rdy if not os_ else 1)
+        go = queue.r_rdy & ~need_load & ~need_store & room
+        m.d.comb += [queue.r_en.eq(go), dec["l2c"].eq(go & head.deps.pop_prev),
+                     dec["s2c"].eq(go & head.deps.pop_next)]
+        with m.If(queue.r_rdy & need_load):
+            m.d.sync += self.counters.load_wait.eq(self.counters.load_wait + 1)
+        with m.Elif(queue.r_rdy & need_store):
+            m.d.sync += self.counters.store_wait.eq(self.counters.store_wait + 1)
+        src = data.View(src_layout, src_a_q.w_data)
+        wb = data.View(wb_layout, wb_q.w_data)
+        m.d.comb += [src.a_row.eq(cp.a_row), src.b_row.eq(cp.b_row), src.extent.eq(cp.extent),
+                     src_a_q.w_en.eq(go),
+                     wb.acc_row.eq(cp.acc_row), wb.accumulate.eq(cp.accumulate),
+                     wb.push_prev.eq(head.deps.push_prev), wb.push_next.eq(head.deps.push_next),
+                     wb_q.w_en.eq(go)]
+        if not os_:
+            m.d.comb += [src_b_q.w_data.eq(src_a_q.w_data), src_b_q.w_en.eq(go)]
+
+        a_rd = spad_a.read_port()
+        b_rd = spad_b.read_port()
+        m.d.comb += [tile.a.payload.data.eq(a_rd.data), tile.b.payload.eq(b_rd.data)]
+
+        def source(name, q, ports, out_ready, count):
+            """Stream rows ``base .. base+count-1`` of scratchpads, one instruction after
+            another, through synchronous read ports whose output holds while the consumer
+            waits. ``ports`` pairs each read port with the field giving its first row."""
+            d = data.View(src_layout, q.r_data)
+            active = Signal(name=f"{name}_active")
+            index = Signal(16, name=f"{name}_index")
+            extent = Signal(16, name=f"{name}_extent")
+            valid = Signal(name=f"{name}_valid")
+            last = Signal(name=f"{name}_last")
+            advance = ~valid | out_ready
+            final = index + 1 == extent
+            with m.If(advance):
+                m.d.sync += [valid.eq(active), last.eq(final)]
+                with m.If(active):
+                    m.d.sync += index.eq(index + 1)
+                    with m.If(final):
+                        m.d.sync += active.eq(0)
+            take = q.r_rdy & (~active | (advance & final))
+            m.d.comb += q.r_en.eq(take)
+            with m.If(take):
+                m.d.sync += [active.eq(1), index.eq(0), extent.eq(count(d))]
+            for port, first in ports:
+                base = Signal(16, name=f"{name}_base_{first}")
+                with m.If(take):
+                    m.d.sync += base.eq(getattr(d, first))
+                m.d.comb += [port.en.eq(advance), port.addr.eq(base + index)]
+            return valid, last, ~active & ~valid
+
+        if os_:
+            valid, last, sources_idle = source(
+                "src", src_a_q, [(a_rd, "a_row"), (b_rd, "b_row")], tile.a.ready,
+                lambda d: d.extent)
+            m.d.comb += [tile.a.valid.eq(valid), tile.b.valid.eq(valid),
+                         tile.a.payload.last.eq(last)]
+        else:
+            a_valid, a_last, a_idle = source("src_a", src_a_q, [(a_rd, "a_row")], tile.a.ready,
+                                             lambda d: d.extent)
+            b_valid, _, b_idle = source("src_b", src_b_q, [(b_rd, "b_row")], tile.b.ready,
+                                        lambda d: r)
+            m.d.comb += [tile.a.valid.eq(a_valid), tile.a.payload.last.eq(a_last),
+                         tile.b.valid.eq(b_valid)]
+            sources_idle = a_idle & b_idle
+        with m.If(tile.a.valid & tile.a.ready):
+            m.d.sync += self.counters.compute.eq(self.counters.compute + 1)
+
+        # Writeback: results into the accumulator, overwriting or adding (read, then write).
+        m.d.comb += tile.c.ready.eq(1)
+        acc_wr = acc.write_port()
+        acc_rd = acc.read_port(transparent_for=(acc_wr,))
+        desc = data.View(wb_layout, wb_q.r_data)
+        out_row = Signal(16)
+        target = desc.acc_row + (r - 1 - out_row if os_ else out_row)
+        m.d.comb += [acc_rd.addr.eq(target), acc_rd.en.eq(1)]
+        s1_valid = Signal()
+        s1_addr = Signal(16)
+        acc_shape = signed(cfg.acc_bits)
+        s1_data = Signal(data.ArrayLayout(acc_shape, c))
+        s1_acc = Signal()
+        s1_push_prev = Signal()
+        s1_push_next = Signal()
+        fire = tile.c.valid
+        m.d.sync += [s1_valid.eq(fire), s1_addr.eq(target), s1_data.eq(tile.c.payload.data),
+                     s1_acc.eq(desc.accumulate),
+                     s1_push_prev.eq(fire & tile.c.payload.last & desc.push_prev),
+                     s1_push_next.eq(fire & tile.c.payload.last & desc.push_next)]
+        m.d.comb += wb_q.r_en.eq(fire & tile.c.payload.last)
+        with m.If(fire):
+            m.d.sync += out_row.eq(Mux(tile.c.payload.last, 0, out_row + 1))
+        old = data.View(data.ArrayLayout(acc_shape, c), acc_rd.data)
+        m.d.comb += [acc_wr.addr.eq(s1_addr), acc_wr.en.eq(s1_valid)]
+        for j in range(c):
+            m.d.comb += acc_wr.data[j].eq(Mux(s1_acc, old[j], 0) + s1_data[j])
+        m.d.comb += [inc["c2l"].eq(s1_push_prev), inc["c2s"].eq(s1_push_next)]
+
+        return sources_idle & (src_a_q.level == 0) & (wb_q.level == 0) & ~s1_valid
+
+    # ------------------------------------------------------------------------------------------
+
+    def _store_unit(self, m, queue, spad_q, acc, tokens, inc, dec):
+        cfg = self.config
+        c, w = cfg.cols, cfg.mem_bytes_per_cycle
+        acc_shape = signed(cfg.acc_bits)
+        head = data.View(insn_layout, queue.r_data)
+        st = head.args.store
+        req = stream.Signature(self.mem.req.payload.shape()).create(path=("store_req",))
+        m.submodules.requant = rq = Requantizer(lanes=c, acc_bits=cfg.acc_bits, out_bits=8)
+
+        zero_point = Signal(signed(8))
+        qmin = Signal(signed(8), init=-128)
+        qmax = Signal(signed(8), init=127)
+        relu = Signal()
+        m.d.comb += [rq.zero_point.eq(zero_point), rq.qmin.eq(qmin), rq.qmax.eq(qmax),
+                     rq.relu.eq(relu)]
+
+        # Instruction registers.
+        acc_row = Signal(16)
+        rows = Signal(16)
+        cols = Signal(range(c + 1))
+        addr = Signal(32)
+        stride = Signal(32)
+        requant = Signal()
+        q_row = Signal(16)
+        push = Signal()
+        bias = Signal(data.ArrayLayout(signed(32), c))
+        mult = Signal(data.ArrayLayout(signed(32), c))
+        shift = Signal(data.ArrayLayout(signed(32), c))
+
+        q_rd = spad_q.read_port()
+        q_step = Signal(range(4))
+        rows_out = Signal(16)   # rows whose last beat memory has accepted
+
+        with m.FSM(name="store") as fsm:
+            with m.State("IDLE"):
+                with m.If(queue.r_rdy):
+                    with m.If(head.op == Op.CONFIG):
+                        cf = head.args.config
+                        m.d.comb += queue.r_en.eq(1)
+                        m.d.sync += [zero_point.eq(cf.zero_point), qmin.eq(cf.qmin),
+                                     qmax.eq(cf.qmax), relu.eq(cf.relu)]
+                    with m.Elif(~head.deps.pop_prev | (tokens["c2s"] != 0)):
+                        m.d.comb += [queue.r_en.eq(1), dec["c2s"].eq(head.deps.pop_prev)]
+                        m.d.sync += [acc_row.eq(st.acc_row), rows.eq(st.rows), cols.eq(st.cols),
+                                     addr.eq(st.addr), stride.eq(st.stride),
+                                     requant.eq(st.requant), q_row.eq(st.q_row),
+                                     push.eq(head.deps.push_prev), q_step.eq(0),
+                                     rows_out.eq(0)]
+                        with m.If(st.requant):
+                            m.next = "PARAMS"
+                        with m.Else():
+                            m.next = "RUN"
+            with m.State("PARAMS"):
+                # Bias, multiplier and shift rows, one read each (synchronous port).
+                m.d.comb += [q_rd.addr.eq(q_row + q_step), q_rd.en.eq(1)]
+                m.d.sync += q_step.eq(q_step + 1)
+                with m.Switch(q_step):
+                    with m.Case(1):
+                        m.d.sync += bias.eq(q_rd.data)
+                    with m.Case(2):
+                        m.d.sync += mult.eq(q_rd.data)
+                    with m.Case(3):
+                        m.d.sync += shift.eq(q_rd.data)
+                        m.next = "RUN"
+            with m.State("RUN"):
+                with m.If(rows_out == rows):
+                    m.d.comb += inc["s2c"].eq(push)
+                    m.next = "IDLE"
+
+        # Accumulator rows as a stream (synchronous read whose output holds while waiting).
+        acc_rd = acc.read_port()
+        issued = Signal(16)
+        row_valid = Signal()
+        row_last = Signal()
+        sink_ready = Signal()
+        advance = ~row_valid | sink_ready
+        state_run = Signal()
+        m.d.comb += [acc_rd.addr.eq(acc_row + issued), acc_rd.en.eq(advance)]
+        more = state_run & (issued < rows)
+        with m.If(advance):
+            m.d.sync += [row_valid.eq(more), row_last.eq(issued + 1 == rows)]
+            with m.If(more):
+                m.d.sync += issued.eq(issued + 1)
+        acc_row_data = data.View(data.ArrayLayout(acc_shape, c), acc_rd.data)
+
+        # Into the requantizer, or straight on as int32.
+        m.d.comb += [rq.i.payload.acc.eq(acc_row_data), rq.i.payload.bias.eq(bias),
+                     rq.i.payload.multiplier.eq(mult), rq.i.payload.last.eq(row_last)]
+        for j in range(c):
+            m.d.comb += rq.i.payload.shift[j].eq(shift[j])
+        row_bytes_max = 4 * c
+        packed = Signal(8 * row_bytes_max)   # the row, as bytes in memory order
+        packed_valid = Signal()
+        packed_ready = Signal()
+        lanes32 = [Signal(signed(32), name=f"raw_{j}") for j in range(c)]
+        for j in range(c):
+            m.d.comb += lanes32[j].eq(acc_row_data[j])  # sign-extends to int32
+        raw = Cat(*lanes32)
+        with m.If(requant):
+            m.d.comb += [rq.i.valid.eq(row_valid), sink_ready.eq(rq.i.ready),
+                         packed_valid.eq(rq.o.valid), rq.o.ready.eq(packed_ready),
+                         packed.eq(rq.o.payload.data.as_value())]
+        with m.Else():
+            m.d.comb += [packed_valid.eq(row_valid), sink_ready.eq(packed_ready),
+                         packed.eq(raw)]
+
+        # Split each row into memory beats of up to W bytes.
+        row_size = Signal(range(row_bytes_max + 1))
+        m.d.comb += row_size.eq(Mux(requant, cols, cols * 4))
+        buf = Signal(8 * row_bytes_max)
+        have = Signal()
+        offset = Signal(range(row_bytes_max + w + 1))
+        row_addr = Signal(32)
+        remaining = row_size - offset
+        last_beat = remaining <= w
+        # A new row may enter as the current one's last beat leaves: one row per beat.
+        m.d.comb += packed_ready.eq(~have | (req.ready & last_beat))
+        m.d.comb += [
+            req.valid.eq(have),
+            req.payload.write.eq(1),
+            req.payload.addr.eq(row_addr + offset),
+            req.payload.length.eq(Mux(last_beat, remaining, w)),
+            req.payload.data.eq(buf.bit_select(offset * 8, 8 * w)
+                                if row_bytes_max > w else buf),
+        ]
+        with m.If(req.valid & req.ready):
+            with m.If(last_beat):
+                m.d.sync += [have.eq(0), row_addr.eq(row_addr + stride),
+                             rows_out.eq(rows_out + 1)]
+            with m.Else():
+                m.d.sync += offset.eq(offset + w)
+        with m.If(packed_valid & packed_ready):
+            m.d.sync += [buf.eq(packed), have.eq(1), offset.eq(0)]
+
+        # Per-instruction setup of the row streamer.
+        with m.If(queue.r_en & (head.op == Op.STORE)):
+            m.d.sync += [issued.eq(0), row_addr.eq(st.addr)]
+        m.d.comb += state_run.eq(fsm.ongoing("RUN"))
+
+        idle = fsm.ongoing("IDLE") & (queue.level == 0)
+        return req, idle
+

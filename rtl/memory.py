@@ -1,0 +1,135 @@
+"""The engine's memory port, and a simulation memory that sits behind it.
+
+The port is a request stream (reads and writes of up to ``mem_bytes_per_cycle`` bytes at any
+byte address) and a read-data stream that returns beats in request order. A simulation memory, an
+FPGA block RAM or a real memory controller can sit behind it.
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import Cat, Const, Module, Signal, Value
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from .config import EngineConfig, refuse
+
+__all__ = ["SimMemory", "mem_signature", "request_layout", "LFSR_TAPS", "lfsr"]
+
+#: x^16 + x^14 + x^13 + x^11 + 1, a maximal-length Fibonacci LFSR
+LFSR_TAPS = (15, 13, 12, 10)
+
+
+def lfsr(m: Module, seed: int) -> Signal:
+    """A free-running 16-bit LFSR in ``m``'s sync domain (for random stalls in simulation)."""
+    reg = Signal(16, init=seed)
+    feedback = reg[LFSR_TAPS[0]] ^ reg[LFSR_TAPS[1]] ^ reg[LFSR_TAPS[2]] ^ reg[LFSR_TAPS[3]]
+    m.d.sync += reg.eq(Cat(feedback, reg[:-1]))
+    return reg
+
+
+def request_layout(config: EngineConfig) -> data.StructLayout:
+    """A memory request: read or write ``length`` (1..W) bytes at byte address ``addr``."""
+    w = config.mem_bytes_per_cycle
+    return data.StructLayout({
+        "write": 1,
+        "addr": 32,
+        "length": range(w + 1),
+        "data": data.ArrayLayout(8, w),  # write data, byte 0 goes to addr
+    })
+
+
+def mem_signature(config: EngineConfig) -> wiring.Signature:
+    """The engine's side of the memory port: requests out, read data in (always accepted)."""
+    w = config.mem_bytes_per_cycle
+    return wiring.Signature({
+        "req": Out(stream.Signature(request_layout(config))),
+        "rdata": In(stream.Signature(data.ArrayLayout(8, w), always_ready=True)),
+    })
+
+
+class SimMemory(wiring.Component):
+    """A memory of ``words`` words of W = ``mem_bytes_per_cycle`` bytes, for simulation.
+
+    It accepts one request per cycle (W bytes of bandwidth, shared by reads and writes), at any
+    byte alignment. A read accepted in cycle t returns its beat in cycle t + ``mem_latency``
+    (bytes past ``length`` read as zero); a write takes effect at the end of cycle t. ``stall``
+    (0..255) is the chance out of 256 that the memory refuses a request in a cycle.
+    Addresses wrap at the memory's size. The words are in ``storage`` for a testbench backdoor.
+    """
+
+    def __init__(self, config: EngineConfig, *, words: int):
+        if words < 2 or words & (words - 1):
+            raise refuse(self, f"memory size must be a power of two of words, not {words}")
+        self.config = config
+        self.words = words
+        super().__init__({
+            "port": In(mem_signature(config)),
+            "stall": In(8),
+            "reads": Out(32), "writes": Out(32),
+        })
+
+    @property
+    def latency(self) -> int:
+        """Cycles from a read request's acceptance to its data beat."""
+        return max(1, self.config.mem_latency)
+
+    def elaborate(self, platform):
+        m = Module()
+        w = self.config.mem_bytes_per_cycle
+        index_bits = (self.words - 1).bit_length()
+        m.submodules.storage = storage = Memory(shape=data.ArrayLayout(8, w), depth=self.words,
+                                                init=[])
+        lo_rd = storage.read_port(domain="comb")
+        hi_rd = storage.read_port(domain="comb")
+        lo_wr = storage.write_port(granularity=1)  # per byte: one array element
+        hi_wr = storage.write_port(granularity=1)
+
+        req = self.port.req
+        rnd = lfsr(m, 0x2F1B)
+        m.d.comb += req.ready.eq(rnd[:8] >= self.stall)
+        fire = req.valid & req.ready
+
+        offset = Signal(range(w))
+        word = Signal(index_bits)
+        if w > 1:
+            m.d.comb += [offset.eq(req.payload.addr % w), word.eq(req.payload.addr // w)]
+        else:
+            m.d.comb += word.eq(req.payload.addr)
+        m.d.comb += [lo_rd.addr.eq(word), hi_rd.addr.eq(word + 1)]
+
+        # Reads: two neighbouring words, shifted so byte `offset` comes first, masked to length.
+        both = Cat(lo_rd.data, hi_rd.data)
+        shifted = Signal(8 * w)
+        m.d.comb += shifted.eq(both.bit_select(offset * 8, 8 * w) if w > 1 else both[:8])
+        keep = Signal(w)
+        m.d.comb += keep.eq((Const(1, w + 1) << req.payload.length) - 1)
+        beat = Signal(8 * w)
+        m.d.comb += beat.eq(shifted & Cat(*(keep[i].replicate(8) for i in range(w))))
+
+        # Writes: the same split, the other way: bytes and enables for both words.
+        wide_data = Signal(16 * w)
+        wide_en = Signal(2 * w)
+        m.d.comb += [wide_data.eq(Value.cast(req.payload.data) << (offset * 8)),
+                     wide_en.eq(keep << offset)]
+        write = fire & req.payload.write
+        m.d.comb += [
+            lo_wr.addr.eq(word), hi_wr.addr.eq(word + 1),
+            lo_wr.data.eq(wide_data[:8 * w]), hi_wr.data.eq(wide_data[8 * w:]),
+            lo_wr.en.eq(Cat(*(wide_en[i] & write for i in range(w)))),
+            hi_wr.en.eq(Cat(*(wide_en[w + i] & write for i in range(w)))),
+        ]
+
+        # The read pipeline: `latency` stages of (valid, beat).
+        valid_prev, data_prev = fire & ~req.payload.write, beat
+        for n in range(self.latency):
+            v, d = Signal(name=f"rd_valid_{n}"), Signal(8 * w, name=f"rd_data_{n}")
+            m.d.sync += [v.eq(valid_prev), d.eq(data_prev)]
+            valid_prev, data_prev = v, d
+        m.d.comb += [self.port.rdata.valid.eq(valid_prev), self.port.rdata.payload.eq(data_prev)]
+
+        with m.If(fire & ~req.payload.write):
+            m.d.sync += self.reads.eq(self.reads + 1)
+        with m.If(write):
+            m.d.sync += self.writes.eq(self.writes + 1)
+        return m

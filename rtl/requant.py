@@ -1,0 +1,173 @@
+"""The requantizer: int32 accumulators back to narrow activations, gemmlowp fixed point, bit-exact.
+
+It computes exactly :func:`golden.requantize` (TFLite's reference ``MultiplyByQuantizedMultiplier``
+with a saturating left shift) for every lane of every beat, as a fixed-latency stream pipeline.
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import EnableInserter, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from .config import refuse
+
+__all__ = ["Requantizer", "in_layout", "out_layout"]
+
+INT32_MIN = -(1 << 31)
+INT32_MAX = (1 << 31) - 1
+
+
+def in_layout(*, lanes: int, acc_bits: int = 32) -> data.StructLayout:
+    """One input beat: per lane an accumulator and its channel's bias, multiplier and shift."""
+    return data.StructLayout({
+        "acc": data.ArrayLayout(signed(acc_bits), lanes),
+        "bias": data.ArrayLayout(signed(32), lanes),
+        "multiplier": data.ArrayLayout(signed(32), lanes),
+        "shift": data.ArrayLayout(signed(8), lanes),
+        "last": 1,
+    })
+
+
+def out_layout(*, lanes: int, out_bits: int = 8) -> data.StructLayout:
+    """One output beat: a row of ``lanes`` requantized values and the flag that came in with it."""
+    return data.StructLayout({"data": data.ArrayLayout(signed(out_bits), lanes), "last": 1})
+
+
+class Requantizer(wiring.Component):
+    """Requantizes ``lanes`` accumulators per beat; one beat per cycle, fixed latency.
+
+    Per lane, with ``acc`` sign-extended from ``acc_bits`` to 32 bits and every step on int32 as
+    gemmlowp defines it (see ``golden/requant.py``)::
+
+        x   = wrap32(acc + bias)
+        x   = saturate32(x * 2**max(shift, 0))
+        x   = SaturatingRoundingDoublingHighMul(x, multiplier)
+        x   = RoundingDivideByPOT(x, max(-shift, 0))
+        out = clamp(x + zero_point, max(qmin, zero_point) if relu else qmin, qmax)
+
+    ``i``: a stream of beats (:func:`in_layout`); ``bias``, ``multiplier`` and ``shift`` are
+    per lane, so per-output-channel parameters simply ride along with their accumulators.
+    ``multiplier`` is any int32 (normally ``golden.quantize_multiplier``'s, in ``[2**30, 2**31)``,
+    or 0 for a negligible scale, which gives ``zero_point`` clamped). ``shift`` must lie in
+    ``[-31, 31]``, the whole domain of the golden model: left shifts up to 31 (31 only ever
+    saturates unless ``x`` is 0 or -1), right shifts up to 31. Outside it the result is
+    unspecified (only the low five bits of ``|shift|`` are used).
+
+    ``zero_point``, ``qmin``, ``qmax``, ``relu``: static settings, held constant while beats are
+    in flight, with ``qmin <= zero_point <= qmax``.
+
+    ``o``: a stream of results (:func:`out_layout`) in input order, ``last`` carried through.
+
+    Stages, one register each (a beat accepted in cycle ``c`` is valid on ``o`` in cycle
+    ``c + latency``): bias add, saturating left shift, 32x32->64 product, rounding high half,
+    rounding divide, zero point + ReLU + clamp. If ``o`` is not ready the whole pipeline holds
+    (``i.ready`` is low); otherwise it accepts a beat every cycle.
+    """
+
+    #: the pipeline's stages, in order; each ends in a register
+    STAGES = ("bias", "left_shift", "multiply", "high_half", "divide", "output")
+
+    def __init__(self, *, lanes: int, acc_bits: int = 32, out_bits: int = 8):
+        if isinstance(lanes, bool) or not isinstance(lanes, int) or lanes < 1:
+            raise refuse(self, f"lanes must be a positive integer, not {lanes!r}")
+        if isinstance(acc_bits, bool) or not isinstance(acc_bits, int) \
+                or not 17 <= acc_bits <= 32:
+            raise refuse(self, f"acc_bits must be an integer between 17 and 32 (the arithmetic "
+                               f"is int32's), not {acc_bits!r}")
+        if isinstance(out_bits, bool) or not isinstance(out_bits, int) \
+                or not 2 <= out_bits <= 16:
+            raise refuse(self, f"out_bits must be an integer between 2 and 16, not {out_bits!r}")
+        self.lanes = lanes
+        self.acc_bits = acc_bits
+        self.out_bits = out_bits
+        q = signed(out_bits)
+        super().__init__({
+            "i": In(stream.Signature(in_layout(lanes=lanes, acc_bits=acc_bits))),
+            "zero_point": In(q),
+            "qmin": In(q),
+            "qmax": In(q),
+            "relu": In(1),
+            "o": Out(stream.Signature(out_layout(lanes=lanes, out_bits=out_bits))),
+        })
+
+    @property
+    def latency(self) -> int:
+        """Cycles from accepting a beat on ``i`` to its result being valid on ``o``."""
+        return len(self.STAGES)
+
+    def elaborate(self, platform):
+        m = Module()
+
+        # The pipeline advances unless a result is waiting for a consumer.
+        en = Signal()
+        m.d.comb += [en.eq(~self.o.valid | self.o.ready), self.i.ready.eq(en)]
+        core = Module()  # everything that holds still when en is low
+        m.submodules.core = EnableInserter(en)(core)
+
+        def reg(value, shape, name):
+            r = Signal(shape, name=name)
+            core.d.sync += r.eq(value)
+            return r
+
+        # valid and last travel with the data, one register per stage
+        valid, last = self.i.valid, self.i.payload.last
+        for n, stage in enumerate(self.STAGES[:-1]):
+            valid = reg(valid, 1, f"valid{n + 1}_{stage}")
+            last = reg(last, 1, f"last{n + 1}_{stage}")
+        core.d.sync += [self.o.valid.eq(valid), self.o.payload.last.eq(last)]
+
+        zp, qmin, qmax = self.zero_point, self.qmin, self.qmax
+        # ReLU clamps at the zero point, i.e. at real value 0 (qmin <= zero_point is required).
+        lo = Signal(signed(self.out_bits))
+        m.d.comb += lo.eq(Mux(self.relu, zp, qmin))
+
+        s32 = signed(32)
+        p = self.i.payload
+        for k in range(self.lanes):
+            # 1. bias add; the accumulator is sign-extended, the sum wraps to int32
+            x1 = reg((p.acc[k] + p.bias[k])[:32], s32, f"x1_{k}")
+            m1 = reg(p.multiplier[k], s32, f"m1_{k}")
+            s1 = reg(p.shift[k], signed(8), f"s1_{k}")
+
+            # 2. left shift by max(shift, 0), saturating to int32; right = max(-shift, 0)
+            left = Mux(s1 > 0, s1, 0)[:5]
+            wide = Signal(signed(32 + 31), name=f"x1_shifted_{k}")
+            m.d.comb += wide.eq(x1 << left)
+            x2 = reg(Mux(wide > INT32_MAX, INT32_MAX, Mux(wide < INT32_MIN, INT32_MIN, wide)),
+                     s32, f"x2_{k}")
+            m2 = reg(m1, s32, f"m2_{k}")
+            r2 = reg(Mux(s1 < 0, -s1, 0)[:5], unsigned(5), f"r2_{k}")
+
+            # 3. the 32x32->64 product
+            ab = reg(x2 * m2, signed(64), f"ab3_{k}")
+            r3 = reg(r2, unsigned(5), f"r3_{k}")
+
+            # 4. SaturatingRoundingDoublingHighMul's high half. gemmlowp adds 2**30 (ab >= 0) or
+            # 1 - 2**30 (ab < 0) and divides by 2**31 truncating; for ab < 0 truncation is
+            # floor((ab + 1 - 2**30 + 2**31 - 1) / 2**31), so both cases are the same
+            # floor((ab + 2**30) / 2**31): one add and an arithmetic shift. Its only result
+            # outside int32 is 2**31, from INT32_MIN * INT32_MIN, which saturates.
+            high = Signal(signed(34), name=f"high_{k}")
+            m.d.comb += high.eq((ab + (1 << 30)) >> 31)
+            x4 = reg(high, s32, f"x4_{k}")
+            r4 = reg(r3, unsigned(5), f"r4_{k}")
+
+            # 5. RoundingDivideByPOT, in gemmlowp's own terms: half away from zero
+            mask = Signal(32, name=f"mask_{k}")
+            remainder = Signal(32, name=f"remainder_{k}")
+            threshold = Signal(32, name=f"threshold_{k}")
+            m.d.comb += [
+                mask.eq((1 << r4) - 1),
+                remainder.eq(x4 & mask),
+                threshold.eq((mask >> 1) + (x4 < 0)),
+            ]
+            x5 = reg((x4 >> r4) + (remainder > threshold), s32, f"x5_{k}")
+
+            # 6. zero point, ReLU and clamp, into the output register
+            y = Signal(signed(33), name=f"y_{k}")
+            above = Signal(signed(33), name=f"above_lo_{k}")
+            m.d.comb += [y.eq(x5 + zp), above.eq(Mux(y < lo, lo, y))]
+            core.d.sync += self.o.payload.data[k].eq(Mux(above > qmax, qmax, above))
+
+        return m

@@ -1,0 +1,186 @@
+"""Co-simulation: a program on the RTL engine, checked against the golden model element by element.
+
+``run_program`` runs any program with a memory image and returns what the engine did;
+``cosim_gemm`` schedules a GEMM with the mapper, makes operands, runs it and compares every
+element of the result with ``golden``.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from golden import gemm_int, quantize_multiplier, requantize
+from mapping.gemm import GemmPlan, plan_gemm
+from rtl import isa
+from rtl.config import EngineConfig
+from rtl.engine import ErrorCode
+
+from .build import ROOT, build, tool_env
+from .regress import _outside_pytest
+
+__all__ = ["ProgramRun", "cosim_gemm", "run_program"]
+
+
+def _pow2(x: int, least: int) -> int:
+    return 1 << max(least, x - 1).bit_length() if x > least else least
+
+
+@dataclass
+class ProgramRun:
+    """What the engine did with one program."""
+
+    cycles: int
+    error: str | None
+    counters: dict[str, int]
+    mem_reads: int
+    mem_writes: int
+    regions: list[bytes] = field(default_factory=list)
+
+
+def run_program(cfg: EngineConfig, words: list[int], image: bytes,
+                read: list[tuple[int, int]], *, stall: int = 0, timeout_cycles: int = 0,
+                build_root: Path | None = None) -> ProgramRun:
+    """Run assembled ``words`` on the engine with memory ``image``; read back ``read`` regions.
+
+    Builds (or reuses) the engine harness sized for the job: instruction memory and simulated
+    memory round up to powers of two, so similar jobs share one build.
+    """
+    from cocotb_tools.runner import get_runner
+
+    w = cfg.mem_bytes_per_cycle
+    end = max([len(image)] + [a + n for a, n in read])
+    mem_words = _pow2(-(-end // w) + 1, 4096)
+    imem = _pow2(len(words), 1024)
+    sim = build(cfg, kind="engine", depth=imem, mem_words=mem_words, root=build_root)
+    with tempfile.TemporaryDirectory(dir=sim.directory) as tmp:
+        tmp = Path(tmp)
+        (tmp / "image.bin").write_bytes(image)
+        job = {"program": [f"{x:x}" for x in words], "memory": str(tmp / "image.bin"),
+               "bytes_per_word": w, "stall": stall, "read": [list(r) for r in read],
+               "out": str(tmp / "out.json"),
+               "timeout_cycles": timeout_cycles or 50 * (len(words) + len(image) // w) + 100_000}
+        (tmp / "job.json").write_text(json.dumps(job))
+        sys.path.insert(0, str(ROOT))
+        try:
+            with tool_env(), _outside_pytest():
+                get_runner("verilator").test(
+                    hdl_toplevel=sim.toplevel, hdl_toplevel_lang="verilog",
+                    test_module="sim.tb_engine", build_dir=sim.directory, test_dir=tmp,
+                    extra_env={"TESSERA_JOB": str(tmp / "job.json")},
+                    results_xml=str(tmp / "results.xml"), log_file=tmp / "sim.log")
+        except (RuntimeError, SystemExit) as e:
+            log = (tmp / "sim.log").read_text(errors="replace")[-3000:]
+            raise RuntimeError(f"the simulation did not complete ({e}):\n{log}") from None
+        finally:
+            sys.path.remove(str(ROOT))
+        if not (tmp / "out.json").exists():
+            log = (tmp / "sim.log").read_text(errors="replace")[-3000:]
+            raise RuntimeError(f"the engine did not finish the program:\n{log}")
+        out = json.loads((tmp / "out.json").read_text())
+    error = None
+    if out["error"]:
+        error = f"illegal instruction ({ErrorCode(out['error_code']).name})"
+    return ProgramRun(cycles=out["cycles"], error=error, counters=out["counters"],
+                      mem_reads=out["mem_reads"], mem_writes=out["mem_writes"],
+                      regions=[bytes.fromhex(x) for x in out["regions"]])
+
+
+@dataclass
+class GemmOperands:
+    a: torch.Tensor
+    b: torch.Tensor
+    bias: torch.Tensor | None = None
+    multiplier: torch.Tensor | None = None
+    shift: torch.Tensor | None = None
+    zero_point: int = 0
+
+
+def make_operands(m: int, k: int, n: int, *, seed: int, requant: bool) -> GemmOperands:
+    """Random int8 operands and, for ``requant``, per-channel parameters that keep outputs in
+    range (scales spread around 1 / (sqrt(K) * 64), a bias of a few LSBs, a small zero point)."""
+    gen = torch.Generator().manual_seed(seed)
+    a = torch.randint(-128, 128, (m, k), generator=gen, dtype=torch.int64)
+    b = torch.randint(-128, 128, (k, n), generator=gen, dtype=torch.int64)
+    ops = GemmOperands(a, b)
+    if requant:
+        scales = torch.rand(n, generator=gen, dtype=torch.float64) * 2 / (k ** 0.5 * 64)
+        pairs = [quantize_multiplier(float(s) + 1e-9) for s in scales]
+        ops.multiplier = torch.tensor([p[0] for p in pairs], dtype=torch.int64)
+        ops.shift = torch.tensor([p[1] for p in pairs], dtype=torch.int64)
+        ops.bias = torch.randint(-5000, 5000, (n,), generator=gen, dtype=torch.int64)
+        ops.zero_point = int(torch.randint(-10, 11, (1,), generator=gen))
+    return ops
+
+
+def golden_result(cfg: EngineConfig, ops: GemmOperands, requant: bool) -> torch.Tensor:
+    acc = gemm_int(ops.a, ops.b, in_bits=8, acc_bits=cfg.acc_bits)
+    if not requant:
+        return acc
+    return requantize(acc, ops.multiplier, ops.shift, bias=ops.bias, zero_point=ops.zero_point)
+
+
+def memory_image(plan: GemmPlan, ops: GemmOperands) -> bytes:
+    """The operands (and requantization parameters) laid out as ``plan.layout`` says."""
+    cfg, lay = plan.config, plan.layout
+    image = np.zeros(lay.size, dtype=np.uint8)
+    a = ops.a.numpy().astype(np.int8)
+    a_mem = a.T if lay.a_transposed else a
+    rows, cols = a_mem.shape
+    for i in range(rows):
+        image[lay.a_addr + i * lay.lda: lay.a_addr + i * lay.lda + cols] = a_mem[i].view(np.uint8)
+    b = ops.b.numpy().astype(np.int8)
+    for i in range(b.shape[0]):
+        image[lay.b_addr + i * lay.ldb: lay.b_addr + i * lay.ldb + b.shape[1]] = \
+            b[i].view(np.uint8)
+    if plan.requant:
+        c = cfg.cols
+        nt = -(-plan.n // c)
+        q = np.zeros((nt, 3, c), dtype=np.int32)
+        for j in range(plan.n):
+            q[j // c, 0, j % c] = int(ops.bias[j])
+            q[j // c, 1, j % c] = int(ops.multiplier[j])
+            q[j // c, 2, j % c] = int(ops.shift[j])
+        raw = q.astype("<i4").tobytes()
+        image[lay.q_addr: lay.q_addr + len(raw)] = np.frombuffer(raw, dtype=np.uint8)
+    return image.tobytes()
+
+
+def read_result(plan: GemmPlan, region: bytes) -> torch.Tensor:
+    lay = plan.layout
+    dtype = np.int8 if plan.requant else np.dtype("<i4")
+    flat = np.frombuffer(region, dtype=dtype)
+    out = flat.reshape(plan.m, lay.ldc // lay.c_elem_bytes)[:, :plan.n]
+    return torch.from_numpy(out.astype(np.int64))
+
+
+def cosim_gemm(cfg: EngineConfig, m: int, k: int, n: int, *, seed: int = 0,
+               requant: bool = False, stall: int = 0, build_root: Path | None = None,
+               plan: GemmPlan | None = None) -> dict:
+    """Schedule, run and check one GEMM; the dict has ``bit_exact``, ``cycles``, ``macs``,
+    ``utilization`` (MACs / (rows x cols x cycles)) and the engine's counters."""
+    ops = make_operands(m, k, n, seed=seed, requant=requant)
+    plan = plan or plan_gemm(cfg, m, k, n, requant=requant, zero_point=ops.zero_point)
+    want = golden_result(cfg, ops, requant)
+    words = isa.assemble(plan.program, cfg)
+    lay = plan.layout
+    run = run_program(cfg, words, memory_image(plan, ops), [(lay.c_addr, m * lay.ldc)],
+                      stall=stall, build_root=build_root)
+    got = read_result(plan, run.regions[0]) if run.error is None else None
+    mismatches = int((got != want).sum()) if got is not None else want.numel()
+    macs = m * k * n
+    return {
+        "config": cfg.label, "m": m, "k": k, "n": n, "requant": requant, "seed": seed,
+        "stall": stall, "bit_exact": run.error is None and mismatches == 0,
+        "mismatches": mismatches, "elements": want.numel(), "error": run.error,
+        "cycles": run.cycles, "macs": macs, "utilization": macs / (cfg.pes * run.cycles),
+        "instructions": len(words), "blocking": [plan.mb, plan.nb, plan.kc],
+        "estimate": plan.estimate, "counters": run.counters,
+        "mem_read_beats": run.mem_reads, "mem_write_beats": run.mem_writes,
+    }
