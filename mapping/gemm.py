@@ -19,7 +19,6 @@ Memory layout (byte addresses, regions aligned to 64 bytes):
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 from rtl import isa
@@ -119,40 +118,28 @@ def _candidates(cfg: EngineConfig, m: int, k: int, n: int):
                 yield mc, nb, kt_max * r
 
 
+def _cdiv(a: int, b: int) -> int:
+    return -(-a // b)
+
+
 def _estimate(cfg: EngineConfig, m: int, k: int, n: int, mb: int, nb: int, kc: int) -> int:
-    """Cycles, roughly: each chunk takes the longer of its compute and its memory traffic."""
+    """Cycles, roughly: each chunk takes the longer of its compute and its memory traffic,
+    plus the first chunk's loads, which nothing hides."""
     r, c, w = cfg.rows, cfg.cols, cfg.mem_bytes_per_cycle
-    os_ = cfg.dataflow == "os"
-    total = 0
-    first = None
-    if os_:
-        groups_m = -(-(-(-m // r)) // mb)
-        groups_n = -(-(-(-n // c)) // nb)
-        chunks = -(-k // kc)
-        per_chunk_compute = mb * nb * max(kc, r)
-        per_chunk_load = (mb * kc * math.ceil(r / w) + nb * kc * math.ceil(c / w))
-        per_group_store = mb * nb * r * math.ceil(c / w)
-        for _ in range(groups_m * groups_n):
-            for _ in range(chunks):
-                step = max(per_chunk_compute, per_chunk_load + per_group_store // chunks)
-                total += step
-                if first is None:
-                    first = per_chunk_load
+    chunks = _cdiv(k, kc)
+    if cfg.dataflow == "os":
+        groups = _cdiv(_cdiv(m, r), mb) * _cdiv(_cdiv(n, c), nb)
+        compute = mb * nb * max(kc, r)
+        load = mb * kc * _cdiv(r, w) + nb * kc * _cdiv(c, w)
+        store = mb * nb * r * _cdiv(c, w)
     else:
-        groups_m = -(-m // mb)
-        groups_n = -(-(-(-n // c)) // nb)
-        ktiles = -(-kc // r)
-        chunks = -(-k // kc)
-        per_chunk_compute = nb * ktiles * max(mb, 2 * r + c - 1)
-        per_chunk_load = ktiles * mb * math.ceil(r / w) + nb * ktiles * r * math.ceil(c / w)
-        per_group_store = nb * mb * math.ceil(c / w)
-        for _ in range(groups_m * groups_n):
-            for _ in range(chunks):
-                step = max(per_chunk_compute, per_chunk_load + per_group_store // chunks)
-                total += step
-                if first is None:
-                    first = per_chunk_load
-    return total + (first or 0) + r + c + cfg.mem_latency
+        groups = _cdiv(m, mb) * _cdiv(_cdiv(n, c), nb)
+        ktiles = _cdiv(kc, r)
+        compute = nb * ktiles * max(mb, 2 * r + c - 1)
+        load = ktiles * mb * _cdiv(r, w) + nb * ktiles * r * _cdiv(c, w)
+        store = nb * mb * _cdiv(c, w)
+    step = max(compute, load + store // chunks)
+    return groups * chunks * step + load + r + c + cfg.mem_latency
 
 
 def plan_gemm(cfg: EngineConfig, m: int, k: int, n: int, *, requant: bool = False,
@@ -217,6 +204,23 @@ def _mark(insns: list[Insn], first: set[str], last: set[str]) -> list[Insn]:
     return insns
 
 
+def _pipeline(steps: list[list[list[Insn]]]) -> list[Insn]:
+    """Program order with the loads one chunk ahead: L0, L1, C0, S, L2, C1, S, ...
+
+    Each queue still sees its own instructions in chunk order (so the tokens pair up the same),
+    but the dispatcher, which feeds the queues in program order, reaches chunk t+1's loads
+    before chunk t's computes, so loading overlaps computing.
+    """
+    prog: list[Insn] = []
+    if steps:
+        prog += steps[0][0]
+    for t, (_loads, computes, stores) in enumerate(steps):
+        if t + 1 < len(steps):
+            prog += steps[t + 1][0]
+        prog += computes + stores
+    return prog
+
+
 def _program_os(plan: GemmPlan) -> list[Insn]:
     cfg, lay = plan.config, plan.layout
     g = isa.geometry(cfg)
@@ -226,6 +230,7 @@ def _program_os(plan: GemmPlan) -> list[Insn]:
     half_a, half_b, half_acc = g.a_rows // 2, g.b_rows // 2, g.acc_rows // 2
     mt, nt = -(-m // r), -(-n // c)
     prog = _prologue(plan)
+    steps: list[list[list[Insn]]] = []
     chunk_no = 0
     for group_no, (gm, gn) in enumerate((gm, gn) for gm in range(0, mt, mb)
                                         for gn in range(0, nt, nb)):
@@ -246,7 +251,7 @@ def _program_os(plan: GemmPlan) -> list[Insn]:
                 j0 = tj * c
                 loads.append(isa.load(Spad.B, b_base + y * kc, kl, min(c, n - j0),
                                       lay.b_addr + k0 * lay.ldb + j0, lay.ldb))
-            prog += _mark(loads, {"pop_next"} if chunk_no >= 2 else set(), {"push_next"})
+            loads = _mark(loads, {"pop_next"} if chunk_no >= 2 else set(), {"push_next"})
             computes = []
             for x, _ti in enumerate(tiles_m):
                 for y, _tj in enumerate(tiles_n):
@@ -255,7 +260,7 @@ def _program_os(plan: GemmPlan) -> list[Insn]:
                                                 acc_base + tile * r, kl, ci > 0))
             first = {"pop_prev"} | ({"pop_next"} if ci == 0 and group_no >= 2 else set())
             last = {"push_prev"} | ({"push_next"} if ci == len(chunks) - 1 else set())
-            prog += _mark(computes, first, last)
+            steps.append([loads, _mark(computes, first, last), []])
             chunk_no += 1
         stores = []
         for x, ti in enumerate(tiles_m):
@@ -265,8 +270,8 @@ def _program_os(plan: GemmPlan) -> list[Insn]:
                 stores.append(isa.store(acc_base + tile * r, min(r, m - i0), min(c, n - j0),
                                         lay.c_addr + i0 * lay.ldc + j0 * lay.c_elem_bytes,
                                         lay.ldc, plan.requant, 3 * tj))
-        prog += _mark(stores, {"pop_prev"}, {"push_prev"})
-    return prog
+        steps[-1][2] = _mark(stores, {"pop_prev"}, {"push_prev"})
+    return prog + _pipeline(steps)
 
 
 def _program_ws(plan: GemmPlan) -> list[Insn]:
@@ -278,6 +283,7 @@ def _program_ws(plan: GemmPlan) -> list[Insn]:
     half_a, half_b, half_acc = g.a_rows // 2, g.b_rows // 2, g.acc_rows // 2
     nt = -(-n // c)
     prog = _prologue(plan)
+    steps: list[list[list[Insn]]] = []
     chunk_no = 0
     for group_no, (m0, gn) in enumerate((m0, gn) for m0 in range(0, m, mc)
                                         for gn in range(0, nt, nb)):
@@ -299,7 +305,7 @@ def _program_ws(plan: GemmPlan) -> list[Insn]:
                     loads.append(isa.load(Spad.B, b_base + (y * len(ktiles) + kk) * r,
                                           min(r, k - kt0), min(c, n - j0),
                                           lay.b_addr + kt0 * lay.ldb + j0, lay.ldb))
-            prog += _mark(loads, {"pop_next"} if chunk_no >= 2 else set(), {"push_next"})
+            loads = _mark(loads, {"pop_next"} if chunk_no >= 2 else set(), {"push_next"})
             computes = []
             for y, _tj in enumerate(tiles_n):
                 for kk, _kt0 in enumerate(ktiles):
@@ -308,7 +314,7 @@ def _program_ws(plan: GemmPlan) -> list[Insn]:
                                                 acc_base + y * mc, ml, ci > 0 or kk > 0))
             first = {"pop_prev"} | ({"pop_next"} if ci == 0 and group_no >= 2 else set())
             last = {"push_prev"} | ({"push_next"} if ci == len(chunks) - 1 else set())
-            prog += _mark(computes, first, last)
+            steps.append([loads, _mark(computes, first, last), []])
             chunk_no += 1
         stores = []
         for y, tj in enumerate(tiles_n):
@@ -316,5 +322,5 @@ def _program_ws(plan: GemmPlan) -> list[Insn]:
             stores.append(isa.store(acc_base + y * mc, ml, min(c, n - j0),
                                     lay.c_addr + m0 * lay.ldc + j0 * lay.c_elem_bytes,
                                     lay.ldc, plan.requant, 3 * tj))
-        prog += _mark(stores, {"pop_prev"}, {"push_prev"})
-    return prog
+        steps[-1][2] = _mark(stores, {"pop_prev"}, {"push_prev"})
+    return prog + _pipeline(steps)

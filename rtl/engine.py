@@ -30,7 +30,7 @@ from .memory import mem_signature
 from .requant import Requantizer
 from .tile import TileEngine
 
-__all__ = ["Engine", "ErrorCode", "counter_layout"]
+__all__ = ["Engine", "EngineTiming", "ErrorCode", "counter_layout"]
 
 #: activity counters, each 32 bits, readable after a run
 counter_layout = data.StructLayout({
@@ -52,7 +52,29 @@ class ErrorCode(enum.Enum, shape=4):
     EXTENT = 4       # zero rows, zero extent, a row longer than the scratchpad's, cols > array
 
 
-QUEUE_DEPTH = 8
+QUEUE_DEPTH = 64
+
+
+class EngineTiming:
+    """Fixed latencies of the engine's control path, in cycles, for the mapper's cycle model.
+
+    Simulation checks each against the RTL (``tests/test_engine_sim.py``): a change to the
+    control logic that moves a register must change the number here.
+    """
+
+    #: an instruction entering the dispatcher to its unit seeing it (FIFO write + output register)
+    dispatch_latency = 2
+    #: the compute unit taking an instruction to its first operand beat (source FIFO in and out,
+    #: source register, synchronous scratchpad read)
+    compute_issue_latency = 4
+    #: the store unit taking an instruction to its first accumulator read (FSM transition)
+    store_setup = 1
+    #: cycles to read bias, multiplier and shift rows from scratchpad Q before a requantized store
+    store_params = 4
+    #: instruction queue depth per unit
+    queue_depth = QUEUE_DEPTH
+    #: the requantizer's pipeline depth
+    requant_latency = len(Requantizer.STAGES)
 
 
 class Engine(wiring.Component):

@@ -61,8 +61,8 @@ class Requantizer(wiring.Component):
 
     Stages, one register each (a beat accepted in cycle ``c`` is valid on ``o`` in cycle
     ``c + latency``): bias add, saturating left shift, 32x32->64 product, rounding high half,
-    rounding divide, zero point + ReLU + clamp. If ``o`` is not ready the whole pipeline holds
-    (``i.ready`` is low); otherwise it accepts a beat every cycle.
+    rounding divide, zero point + ReLU + clamp. While a result waits on ``o`` (valid, not ready)
+    the whole pipeline holds and ``i.ready`` is low; otherwise it accepts a beat every cycle.
     """
 
     #: the pipeline's stages, in order; each ends in a register
@@ -93,7 +93,7 @@ class Requantizer(wiring.Component):
 
     @property
     def latency(self) -> int:
-        """Cycles from accepting a beat on ``i`` to its result being valid on ``o``."""
+        """Cycles from accepting a beat on ``i`` to its result being valid on ``o`` (no stalls)."""
         return len(self.STAGES)
 
     def elaborate(self, platform):
@@ -150,7 +150,7 @@ class Requantizer(wiring.Component):
             # outside int32 is 2**31, from INT32_MIN * INT32_MIN, which saturates.
             high = Signal(signed(34), name=f"high_{k}")
             m.d.comb += high.eq((ab + (1 << 30)) >> 31)
-            x4 = reg(high, s32, f"x4_{k}")
+            x4 = reg(Mux(high > INT32_MAX, INT32_MAX, high), s32, f"x4_{k}")
             r4 = reg(r3, unsigned(5), f"r4_{k}")
 
             # 5. RoundingDivideByPOT, in gemmlowp's own terms: half away from zero

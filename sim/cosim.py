@@ -18,6 +18,7 @@ import torch
 
 from golden import gemm_int, quantize_multiplier, requantize
 from mapping.gemm import GemmPlan, plan_gemm
+from mapping.program import program_cycles
 from rtl import isa
 from rtl.config import EngineConfig
 from rtl.engine import ErrorCode
@@ -25,7 +26,7 @@ from rtl.engine import ErrorCode
 from .build import ROOT, build, tool_env
 from .regress import _outside_pytest
 
-__all__ = ["ProgramRun", "cosim_gemm", "run_program"]
+__all__ = ["Job", "ProgramRun", "cosim_gemm", "cosim_gemms", "run_program", "run_programs"]
 
 
 def _pow2(x: int, least: int) -> int:
@@ -44,29 +45,51 @@ class ProgramRun:
     regions: list[bytes] = field(default_factory=list)
 
 
+@dataclass
+class Job:
+    """One program run: assembled words, a memory image, regions to read back."""
+
+    words: list[int]
+    image: bytes
+    read: list[tuple[int, int]]
+    stall: int = 0
+    timeout_cycles: int = 0
+
+
 def run_program(cfg: EngineConfig, words: list[int], image: bytes,
                 read: list[tuple[int, int]], *, stall: int = 0, timeout_cycles: int = 0,
                 build_root: Path | None = None) -> ProgramRun:
-    """Run assembled ``words`` on the engine with memory ``image``; read back ``read`` regions.
+    """Run assembled ``words`` on the engine with memory ``image``; read back ``read`` regions."""
+    return run_programs(cfg, [Job(words, image, read, stall, timeout_cycles)],
+                        build_root=build_root)[0]
 
-    Builds (or reuses) the engine harness sized for the job: instruction memory and simulated
-    memory round up to powers of two, so similar jobs share one build.
+
+def run_programs(cfg: EngineConfig, jobs: list[Job], *, build_root: Path | None = None
+                 ) -> list[ProgramRun]:
+    """Run several programs, one after the other, in one simulator process.
+
+    Builds (or reuses) the engine harness sized for the largest job: instruction memory and
+    simulated memory round up to powers of two, so similar jobs share one build.
     """
     from cocotb_tools.runner import get_runner
 
     w = cfg.mem_bytes_per_cycle
-    end = max([len(image)] + [a + n for a, n in read])
+    end = max(max([len(j.image)] + [a + n for a, n in j.read]) for j in jobs)
     mem_words = _pow2(-(-end // w) + 1, 4096)
-    imem = _pow2(len(words), 1024)
+    imem = _pow2(max(len(j.words) for j in jobs), 1024)
     sim = build(cfg, kind="engine", depth=imem, mem_words=mem_words, root=build_root)
     with tempfile.TemporaryDirectory(dir=sim.directory) as tmp:
         tmp = Path(tmp)
-        (tmp / "image.bin").write_bytes(image)
-        job = {"program": [f"{x:x}" for x in words], "memory": str(tmp / "image.bin"),
-               "bytes_per_word": w, "stall": stall, "read": [list(r) for r in read],
-               "out": str(tmp / "out.json"),
-               "timeout_cycles": timeout_cycles or 50 * (len(words) + len(image) // w) + 100_000}
-        (tmp / "job.json").write_text(json.dumps(job))
+        spec = []
+        for n, job in enumerate(jobs):
+            (tmp / f"image{n}.bin").write_bytes(job.image)
+            spec.append({
+                "program": [f"{x:x}" for x in job.words], "memory": str(tmp / f"image{n}.bin"),
+                "bytes_per_word": w, "stall": job.stall, "read": [list(r) for r in job.read],
+                "out": str(tmp / f"out{n}.json"),
+                "timeout_cycles": job.timeout_cycles
+                or 50 * (len(job.words) + len(job.image) // w) + 100_000})
+        (tmp / "job.json").write_text(json.dumps({"jobs": spec}))
         sys.path.insert(0, str(ROOT))
         try:
             with tool_env(), _outside_pytest():
@@ -80,16 +103,19 @@ def run_program(cfg: EngineConfig, words: list[int], image: bytes,
             raise RuntimeError(f"the simulation did not complete ({e}):\n{log}") from None
         finally:
             sys.path.remove(str(ROOT))
-        if not (tmp / "out.json").exists():
-            log = (tmp / "sim.log").read_text(errors="replace")[-3000:]
-            raise RuntimeError(f"the engine did not finish the program:\n{log}")
-        out = json.loads((tmp / "out.json").read_text())
-    error = None
-    if out["error"]:
-        error = f"illegal instruction ({ErrorCode(out['error_code']).name})"
-    return ProgramRun(cycles=out["cycles"], error=error, counters=out["counters"],
-                      mem_reads=out["mem_reads"], mem_writes=out["mem_writes"],
-                      regions=[bytes.fromhex(x) for x in out["regions"]])
+        runs = []
+        for n in range(len(jobs)):
+            if not (tmp / f"out{n}.json").exists():
+                log = (tmp / "sim.log").read_text(errors="replace")[-3000:]
+                raise RuntimeError(f"the engine did not finish program {n}:\n{log}")
+            out = json.loads((tmp / f"out{n}.json").read_text())
+            error = None
+            if out["error"]:
+                error = f"illegal instruction ({ErrorCode(out['error_code']).name})"
+            runs.append(ProgramRun(cycles=out["cycles"], error=error, counters=out["counters"],
+                                   mem_reads=out["mem_reads"], mem_writes=out["mem_writes"],
+                                   regions=[bytes.fromhex(x) for x in out["regions"]]))
+    return runs
 
 
 @dataclass
@@ -161,26 +187,41 @@ def read_result(plan: GemmPlan, region: bytes) -> torch.Tensor:
 
 
 def cosim_gemm(cfg: EngineConfig, m: int, k: int, n: int, *, seed: int = 0,
-               requant: bool = False, stall: int = 0, build_root: Path | None = None,
-               plan: GemmPlan | None = None) -> dict:
+               requant: bool = False, stall: int = 0, build_root: Path | None = None) -> dict:
     """Schedule, run and check one GEMM; the dict has ``bit_exact``, ``cycles``, ``macs``,
     ``utilization`` (MACs / (rows x cols x cycles)) and the engine's counters."""
-    ops = make_operands(m, k, n, seed=seed, requant=requant)
-    plan = plan or plan_gemm(cfg, m, k, n, requant=requant, zero_point=ops.zero_point)
-    want = golden_result(cfg, ops, requant)
-    words = isa.assemble(plan.program, cfg)
-    lay = plan.layout
-    run = run_program(cfg, words, memory_image(plan, ops), [(lay.c_addr, m * lay.ldc)],
-                      stall=stall, build_root=build_root)
-    got = read_result(plan, run.regions[0]) if run.error is None else None
-    mismatches = int((got != want).sum()) if got is not None else want.numel()
-    macs = m * k * n
-    return {
-        "config": cfg.label, "m": m, "k": k, "n": n, "requant": requant, "seed": seed,
-        "stall": stall, "bit_exact": run.error is None and mismatches == 0,
-        "mismatches": mismatches, "elements": want.numel(), "error": run.error,
-        "cycles": run.cycles, "macs": macs, "utilization": macs / (cfg.pes * run.cycles),
-        "instructions": len(words), "blocking": [plan.mb, plan.nb, plan.kc],
-        "estimate": plan.estimate, "counters": run.counters,
-        "mem_read_beats": run.mem_reads, "mem_write_beats": run.mem_writes,
-    }
+    return cosim_gemms(cfg, [(m, k, n, seed, requant, stall)], build_root=build_root)[0]
+
+
+def cosim_gemms(cfg: EngineConfig, cases: list[tuple[int, int, int, int, bool, int]], *,
+                build_root: Path | None = None) -> list[dict]:
+    """Several GEMMs ``(m, k, n, seed, requant, stall)`` in one simulator process."""
+    prepared = []
+    for m, k, n, seed, requant, stall in cases:
+        ops = make_operands(m, k, n, seed=seed, requant=requant)
+        plan = plan_gemm(cfg, m, k, n, requant=requant, zero_point=ops.zero_point)
+        words = isa.assemble(plan.program, cfg)
+        job = Job(words, memory_image(plan, ops), [(plan.layout.c_addr, m * plan.layout.ldc)],
+                  stall)
+        prepared.append((plan, ops, job))
+    runs = run_programs(cfg, [p[2] for p in prepared], build_root=build_root)
+    results = []
+    for (plan, ops, job), run, case in zip(prepared, runs, cases, strict=True):
+        m, k, n, seed, requant, stall = case
+        want = golden_result(cfg, ops, requant)
+        got = read_result(plan, run.regions[0]) if run.error is None else None
+        mismatches = int((got != want).sum()) if got is not None else want.numel()
+        macs = m * k * n
+        predicted = program_cycles(cfg, plan.program).cycles
+        results.append({
+            "config": cfg.label, "m": m, "k": k, "n": n, "requant": requant, "seed": seed,
+            "stall": stall, "bit_exact": run.error is None and mismatches == 0,
+            "mismatches": mismatches, "elements": want.numel(), "error": run.error,
+            "cycles": run.cycles, "macs": macs, "utilization": macs / (cfg.pes * run.cycles),
+            "predicted_cycles": predicted, "model_error": (predicted - run.cycles) / run.cycles,
+            "instructions": len(job.words), "blocking": [plan.mb, plan.nb, plan.kc],
+            "array_beats": sum(i.args["extent"] for i in plan.program if i.op == isa.Op.COMPUTE),
+            "counters": run.counters,
+            "mem_read_beats": run.mem_reads, "mem_write_beats": run.mem_writes,
+        })
+    return results

@@ -110,7 +110,8 @@ def _cmd_cosim(args: argparse.Namespace, config: EngineConfig) -> int:
         kind = "int8 (requantized)" if args.requant else "int32"
         print(f"gemm {args.m}x{args.k}x{args.n} on {config.label}, {kind} output: {verdict}")
         c = result["counters"]
-        print(f"  cycles {result['cycles']:,}  MACs {result['macs']:,}  utilization "
+        print(f"  cycles {result['cycles']:,} (mapper predicted {result['predicted_cycles']:,}, "
+              f"{100 * result['model_error']:+.2f}%)  MACs {result['macs']:,}  utilization "
               f"{100 * result['utilization']:.1f}%  instructions {result['instructions']:,}")
         print(f"  compute cycles {c['compute']:,}  load-wait {c['load_wait']:,}  store-wait "
               f"{c['store_wait']:,}  memory beats read {result['mem_read_beats']:,} / written "

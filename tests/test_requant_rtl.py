@@ -40,15 +40,15 @@ def _settings(ctx, dut, zp, qmin, qmax, relu):
     ctx.set(dut.relu, relu)
 
 
-def _run(dut, lanes, settings, *, in_stall=0.0, out_stall=0.0, seed=0):
-    """Stream ``lanes`` (a list of (acc, bias, multiplier, shift) per element) through ``dut``.
+def _run(dut, elements, settings, *, in_stall=0.0, out_stall=0.0, seed=0):
+    """Stream ``elements`` ((acc, bias, multiplier, shift) each) through ``dut``.
 
-    Elements are packed into beats in order (the last beat padded with zeros); every fourth beat
-    or so has ``last`` set, at random. Returns (results as (beats, lanes) int64, lasts sent,
-    lasts received, number of real elements).
+    Elements are packed into beats in order, ``dut.lanes`` per beat (the last beat padded with
+    zeros); about one beat in four has ``last`` set, at random. ``settings`` is (zero_point,
+    qmin, qmax, relu). Returns (one int64 result per element, lasts sent, lasts received).
     """
     n = dut.lanes
-    padded = list(lanes) + [(0, 0, 0, 0)] * (-len(lanes) % n)
+    padded = list(elements) + [(0, 0, 0, 0)] * (-len(elements) % n)
     rng = random.Random(seed)
     layout = dut.i.payload.shape()
     beats, lasts = [], []
@@ -71,12 +71,12 @@ def _run(dut, lanes, settings, *, in_stall=0.0, out_stall=0.0, seed=0):
 
     _simulate(dut, (source, True), (sink, False))
     got = np.array([[int(x) for x in beat.data] for beat in out], dtype=np.int64)
-    return got.reshape(-1)[:len(lanes)], lasts, [int(beat.last) for beat in out]
+    return got.reshape(-1)[:len(elements)], lasts, [int(beat.last) for beat in out]
 
 
-def _golden(lanes, settings):
+def _golden(elements, settings):
     zp, qmin, qmax, relu = settings
-    acc, bias, mult, shift = (torch.tensor([e[i] for e in lanes], dtype=torch.int64)
+    acc, bias, mult, shift = (torch.tensor([e[i] for e in elements], dtype=torch.int64)
                               for i in range(4))
     return requantize(acc[None], mult, shift, bias=bias, zero_point=zp, qmin=qmin, qmax=qmax,
                       relu=relu)[0].numpy()
@@ -283,7 +283,7 @@ def test_latency_is_measured_and_throughput_is_one_beat_per_cycle():
 
 def test_pipeline_holds_while_output_is_not_ready():
     dut = Requantizer(lanes=1)
-    elements = [(1000 * n, 0, HALF, -3) for n in range(1, 13)]  # results 62, 125, 188, ...
+    elements = [(100 * n - 600, 0, HALF, -3) for n in range(12)]  # -38, -31, ..., 31: distinct
     layout = dut.i.payload.shape()
     beats = [layout.const({"acc": [e[0]], "bias": [0], "multiplier": [HALF], "shift": [-3],
                            "last": 0}) for e in elements]
