@@ -28,6 +28,10 @@ from rtl.isa import Insn, Spad
 __all__ = ["GemmLayout", "GemmPlan", "PlanError", "plan_gemm"]
 
 
+#: blockings scheduled in full and compared with the cycle model
+SHORTLIST = 6
+
+
 class PlanError(ConfigError):
     """A GEMM this engine configuration cannot run; the message says why."""
 
@@ -64,7 +68,7 @@ class GemmPlan:
     kc: int            # K per chunk
     layout: GemmLayout
     program: list[Insn] = field(default_factory=list)
-    estimate: int = 0  # the search's estimate of cycles
+    estimate: int = 0  # predicted cycles (mapping.program.program_cycles)
     zero_point: int = 0
     relu: bool = False
 
@@ -163,20 +167,28 @@ def plan_gemm(cfg: EngineConfig, m: int, k: int, n: int, *, requant: bool = Fals
     layout = _layout(cfg, m, k, n, requant)
     if layout.size > 1 << isa.ADDR_BITS:
         raise PlanError(f"operands of {layout.size} bytes exceed the 32-bit address space")
-    if blocking is None:
-        options = [(_estimate(cfg, m, k, n, *b), b) for b in _candidates(cfg, m, k, n)]
+    from .program import program_cycles
+
+    def make(b: tuple[int, int, int]) -> GemmPlan:
+        plan = GemmPlan(config=cfg, m=m, k=k, n=n, requant=requant, mb=b[0], nb=b[1], kc=b[2],
+                        layout=layout, zero_point=zero_point, relu=relu)
+        plan.program = (_program_os if cfg.dataflow == "os" else _program_ws)(plan)
+        plan.estimate = program_cycles(cfg, plan.program).cycles
+        return plan
+
+    if blocking is not None:
+        best = make(blocking)
+    else:
+        # A quick formula ranks every blocking that fits; the best few are then scheduled
+        # for real and the one the cycle model says is fastest wins (ties: fewer instructions).
+        options = sorted((_estimate(cfg, m, k, n, *b), b) for b in _candidates(cfg, m, k, n))
         if not options:
             raise PlanError(f"no tiling of a {m}x{k}x{n} GEMM fits {cfg.label}'s scratchpads "
                             f"({cfg.spad_kib} KiB) and accumulator ({cfg.acc_kib} KiB)")
-        estimate, blocking = min(options, key=lambda o: (o[0], -o[1][2]))
-    else:
-        estimate = _estimate(cfg, m, k, n, *blocking)
-    mb, nb, kc = blocking
-    plan = GemmPlan(config=cfg, m=m, k=k, n=n, requant=requant, mb=mb, nb=nb, kc=kc,
-                    layout=layout, estimate=estimate, zero_point=zero_point, relu=relu)
-    plan.program = (_program_os if cfg.dataflow == "os" else _program_ws)(plan)
-    isa.assemble(plan.program, cfg)  # every instruction checked against the engine
-    return plan
+        plans = [make(b) for _, b in options[:SHORTLIST]]
+        best = min(plans, key=lambda p: (p.estimate, len(p.program)))
+    isa.assemble(best.program, cfg)  # every instruction checked against the engine
+    return best
 
 
 class _Tokens:

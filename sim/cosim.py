@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import sys
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -64,8 +65,8 @@ def run_program(cfg: EngineConfig, words: list[int], image: bytes,
                         build_root=build_root)[0]
 
 
-def run_programs(cfg: EngineConfig, jobs: list[Job], *, build_root: Path | None = None
-                 ) -> list[ProgramRun]:
+def run_programs(cfg: EngineConfig, jobs: list[Job], *, build_root: Path | None = None,
+                 min_mem_words: int = 4096) -> list[ProgramRun]:
     """Run several programs, one after the other, in one simulator process.
 
     Builds (or reuses) the engine harness sized for the largest job: instruction memory and
@@ -75,7 +76,7 @@ def run_programs(cfg: EngineConfig, jobs: list[Job], *, build_root: Path | None 
 
     w = cfg.mem_bytes_per_cycle
     end = max(max([len(j.image)] + [a + n for a, n in j.read]) for j in jobs)
-    mem_words = _pow2(-(-end // w) + 1, 4096)
+    mem_words = _pow2(-(-end // w) + 1, min_mem_words)
     imem = _pow2(max(len(j.words) for j in jobs), 1024)
     sim = build(cfg, kind="engine", depth=imem, mem_words=mem_words, root=build_root)
     with tempfile.TemporaryDirectory(dir=sim.directory) as tmp:
@@ -187,14 +188,16 @@ def read_result(plan: GemmPlan, region: bytes) -> torch.Tensor:
 
 
 def cosim_gemm(cfg: EngineConfig, m: int, k: int, n: int, *, seed: int = 0,
-               requant: bool = False, stall: int = 0, build_root: Path | None = None) -> dict:
+               requant: bool = False, stall: int = 0, build_root: Path | None = None,
+               min_mem_words: int = 4096) -> dict:
     """Schedule, run and check one GEMM; the dict has ``bit_exact``, ``cycles``, ``macs``,
     ``utilization`` (MACs / (rows x cols x cycles)) and the engine's counters."""
-    return cosim_gemms(cfg, [(m, k, n, seed, requant, stall)], build_root=build_root)[0]
+    return cosim_gemms(cfg, [(m, k, n, seed, requant, stall)], build_root=build_root,
+                       min_mem_words=min_mem_words)[0]
 
 
 def cosim_gemms(cfg: EngineConfig, cases: list[tuple[int, int, int, int, bool, int]], *,
-                build_root: Path | None = None) -> list[dict]:
+                build_root: Path | None = None, min_mem_words: int = 4096) -> list[dict]:
     """Several GEMMs ``(m, k, n, seed, requant, stall)`` in one simulator process."""
     prepared = []
     for m, k, n, seed, requant, stall in cases:
@@ -204,7 +207,10 @@ def cosim_gemms(cfg: EngineConfig, cases: list[tuple[int, int, int, int, bool, i
         job = Job(words, memory_image(plan, ops), [(plan.layout.c_addr, m * plan.layout.ldc)],
                   stall)
         prepared.append((plan, ops, job))
-    runs = run_programs(cfg, [p[2] for p in prepared], build_root=build_root)
+    t0 = time.perf_counter()
+    runs = run_programs(cfg, [p[2] for p in prepared], build_root=build_root,
+                        min_mem_words=min_mem_words)
+    seconds = time.perf_counter() - t0
     results = []
     for (plan, ops, job), run, case in zip(prepared, runs, cases, strict=True):
         m, k, n, seed, requant, stall = case
@@ -223,5 +229,7 @@ def cosim_gemms(cfg: EngineConfig, cases: list[tuple[int, int, int, int, bool, i
             "array_beats": sum(i.args["extent"] for i in plan.program if i.op == isa.Op.COMPUTE),
             "counters": run.counters,
             "mem_read_beats": run.mem_reads, "mem_write_beats": run.mem_writes,
+            # wall time of the whole batch (build reuse, loading, simulation, readback)
+            "wall_seconds": seconds,
         })
     return results

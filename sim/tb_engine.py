@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 
 import cocotb
 from cocotb.clock import Clock
@@ -22,7 +23,7 @@ COUNTERS = [name for name, _ in counter_layout]
 
 @cocotb.test()
 async def run_programs(dut):
-    spec = json.loads(open(os.environ["TESSERA_JOB"]).read())
+    spec = json.loads(Path(os.environ["TESSERA_JOB"]).read_text())
     Clock(dut.clk, 10, unit="ns").start()
     storage = dut.mem.storage
     written: set[int] = set()
@@ -37,7 +38,7 @@ async def run_programs(dut):
         words = [int(x, 16) for x in job["program"]]
         for i, word in enumerate(words):
             dut.imem[i].value = word
-        image = open(job["memory"], "rb").read()
+        image = Path(job["memory"]).read_bytes()
         now: set[int] = set()
         for i in range(0, len(image), w):
             word = int.from_bytes(image[i:i + w], "little")
