@@ -191,14 +191,6 @@ def plan_gemm(cfg: EngineConfig, m: int, k: int, n: int, *, requant: bool = Fals
     return best
 
 
-class _Tokens:
-    """Marks the first and last instruction of each synchronization unit."""
-
-    @staticmethod
-    def flag(insn: Insn, *deps: str) -> Insn:
-        return Insn(insn.op, insn.args, insn.deps | {d for d in deps if d})
-
-
 def _prologue(plan: GemmPlan) -> list[Insn]:
     cfg, lay = plan.config, plan.layout
     if not plan.requant:
@@ -209,10 +201,11 @@ def _prologue(plan: GemmPlan) -> list[Insn]:
 
 
 def _mark(insns: list[Insn], first: set[str], last: set[str]) -> list[Insn]:
+    """Put the dependency flags of a synchronization unit on its first and last instruction."""
     if not insns:
         return insns
-    insns[0] = _Tokens.flag(insns[0], *first)
-    insns[-1] = _Tokens.flag(insns[-1], *last)
+    insns[0] = Insn(insns[0].op, insns[0].args, insns[0].deps | first)
+    insns[-1] = Insn(insns[-1].op, insns[-1].args, insns[-1].deps | last)
     return insns
 
 

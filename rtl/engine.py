@@ -463,7 +463,6 @@ class Engine(wiring.Component):
         acc_row = Signal(16)
         rows = Signal(16)
         cols = Signal(range(c + 1))
-        addr = Signal(32)
         stride = Signal(32)
         requant = Signal()
         q_row = Signal(16)
@@ -487,7 +486,7 @@ class Engine(wiring.Component):
                     with m.Elif(~head.deps.pop_prev | (tokens["c2s"] != 0)):
                         m.d.comb += [queue.r_en.eq(1), dec["c2s"].eq(head.deps.pop_prev)]
                         m.d.sync += [acc_row.eq(st.acc_row), rows.eq(st.rows), cols.eq(st.cols),
-                                     addr.eq(st.addr), stride.eq(st.stride),
+                                     stride.eq(st.stride),
                                      requant.eq(st.requant), q_row.eq(st.q_row),
                                      push.eq(head.deps.push_prev), q_step.eq(0),
                                      rows_out.eq(0)]
