@@ -1,4 +1,4 @@
-"""A fast analytic cost of one GEMM on the engine: the tiler's choice and the cycle model, in closed form.
+"""Fast GEMM cost: the tiler's blocking choice and its cycle model, replayed chunk by chunk.
 
 :func:`mapping.gemm.plan_gemm` builds the whole ISA program for each of a few blockings and
 replays it instruction by instruction (:func:`mapping.program.program_cycles`); for a large GEMM
@@ -37,7 +37,7 @@ from rtl import isa
 from rtl.config import EngineConfig
 from rtl.engine import EngineTiming
 
-from .gemm import SHORTLIST, PlanError, _candidates, _estimate
+from .gemm import SHORTLIST, PlanError, _candidates, _estimate, _layout
 
 __all__ = ["GemmCost", "gemm_cost"]
 
@@ -422,6 +422,9 @@ def _check(cfg: EngineConfig, m: int, k: int, n: int, requant: bool) -> None:
     if requant and 3 * _cdiv(n, cfg.cols) > g.q_rows:
         raise PlanError(f"N = {n} needs {3 * _cdiv(n, cfg.cols)} requantization parameter "
                         f"rows; scratchpad Q holds {g.q_rows}")
+    size = _layout(cfg, m, k, n, requant).size
+    if size > 1 << isa.ADDR_BITS:
+        raise PlanError(f"operands of {size} bytes exceed the 32-bit address space")
 
 
 @lru_cache(maxsize=4096)

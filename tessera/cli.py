@@ -159,6 +159,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="memory refuses requests at random, chance out of 256")
     q.add_argument("--json", action="store_true", help="print the result as JSON")
     q.set_defaults(func=_cmd_cosim)
+
+    from .map_cmd import add_map_parser
+
+    add_map_parser(sub)
     return parser
 
 

@@ -30,6 +30,10 @@ def test_verilog_lint_flag(tmp_path, capsys):
     (["verilog", "--dataflow", "rs", "-o", "x.v"], "dataflow must be one of os, ws"),
     (["verilog", "--acc-bits", "8", "-o", "x.v"], "acc_bits (8) is too narrow"),
     (["sim", "--preset", "nope"], "unknown preset 'nope'"),
+    (["cosim", "gemm", "0", "5", "5", "--preset", "tiny"],
+     "GEMM dimension M must be a positive integer, not 0"),
+    (["cosim", "gemm", "4", "4", "4", "--preset", "tiny", "--stall", "300"],
+     "--stall is a chance out of 256, not 300"),
 ])
 def test_bad_configs_exit_2_with_the_reason(argv, message, capsys):
     assert main(argv) == 2

@@ -1,6 +1,8 @@
 """The programmable engine under Verilator: GEMMs of any shape bit-exact, stalls, bad programs,
 and the mapper's cycle model against the cycles the RTL takes. Marker ``sim``."""
 
+import random
+
 import pytest
 
 from mapping.program import instruction_cycles, program_cycles
@@ -42,6 +44,9 @@ def test_gemms_of_any_shape_are_exact(cfg):
         (13, 40, 7, 5, False, 128),                  # memory refuses half the requests
         (9, 31, 12, 6, True, 200),                   # ... or most of them
     ]
+    rng = random.Random(f"{ids(cfg)}")
+    cases += [(rng.randint(1, 40), rng.randint(1, 70), rng.randint(1, 40), 100 + i,
+               rng.random() < 0.5, rng.choice([0, 0, 64])) for i in range(3)]
     results = cosim_gemms(cfg, cases)
     for case, res in zip(cases, results, strict=True):
         assert res["error"] is None, (case, res["error"])
@@ -49,9 +54,11 @@ def test_gemms_of_any_shape_are_exact(cfg):
         # Nothing lost or duplicated: the array took exactly the beats the program asked for.
         assert res["counters"]["compute"] == res["array_beats"]
         if case[5] == 0:
-            # Without memory stalls the mapper's whole-program prediction stays close; it does
-            # not model the memory port's sharing between loads and stores yet (see README).
-            assert abs(res["model_error"]) < 0.08, res
+            # Without memory stalls the whole-program model is exact but for one effect it
+            # leaves out, the memory port that loads and stores share (round robin), which can
+            # only add cycles: so it is a lower bound, and close to the truth.
+            assert res["predicted_cycles"] <= res["cycles"], res
+            assert res["model_error"] > -0.15, res
 
 
 def _single(cfg):
