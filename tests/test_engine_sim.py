@@ -56,9 +56,10 @@ def test_gemms_of_any_shape_are_exact(cfg):
         if case[5] == 0:
             # Without memory stalls the whole-program model is exact but for one effect it
             # leaves out, the memory port that loads and stores share (round robin), which can
-            # only add cycles: so it is a lower bound, and close to the truth.
-            assert res["predicted_cycles"] <= res["cycles"], res
-            assert res["model_error"] > -0.15, res
+            # only add cycles: so it is a lower bound.
+            # Each store beat takes at most one port cycle from the loads, which bounds the gap.
+            gap = res["cycles"] - res["predicted_cycles"]
+            assert 0 <= gap <= res["mem_write_beats"], res
 
 
 def _single(cfg):
