@@ -36,6 +36,8 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/sim_speed.py
+	$(BIN)/python benchmarks/utilization.py
+	$(BIN)/python benchmarks/mapping_speed.py
 
 clean:
 	rm -rf build sim_build .pytest_cache
