@@ -298,7 +298,7 @@ class Engine(wiring.Component):
         # Returning beats, in order: assemble rows and write them into their scratchpad.
         rdata = self.mem.rdata
         tag = data.View(tag_layout, tags.r_data)
-        m.d.comb += tags.r_en.eq(rdata.valid)
+        m.d.comb += [tags.r_en.eq(rdata.valid), rdata.ready.eq(1)]
         words = self._beats_per_row
         row_buf = Signal(8 * w * words)
         assembled = Signal(8 * w * words)

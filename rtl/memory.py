@@ -40,11 +40,14 @@ def request_layout(config: EngineConfig) -> data.StructLayout:
 
 
 def mem_signature(config: EngineConfig) -> wiring.Signature:
-    """The engine's side of the memory port: requests out, read data in (always accepted)."""
+    """The engine's side of the memory port: requests out, read data in (``ready`` always high:
+    the memory need not buffer responses)."""
     w = config.mem_bytes_per_cycle
     return wiring.Signature({
         "req": Out(stream.Signature(request_layout(config))),
-        "rdata": In(stream.Signature(data.ArrayLayout(8, w), always_ready=True)),
+        # The engine always takes read data (it has room for every beat it asked for) and says
+        # so by holding `ready` high; a plain stream keeps the port a valid top-level interface.
+        "rdata": In(stream.Signature(data.ArrayLayout(8, w))),
     })
 
 

@@ -20,7 +20,13 @@ def _cmd_verilog(args: argparse.Namespace, config: EngineConfig) -> int:
     if args.lint and args.output == "-":
         print("tessera: error: --lint needs an output file, not -", file=sys.stderr)
         return 2
-    text = verilog.convert(TileEngine(config), name=args.name, emit_src=False)
+    if args.top == "engine":
+        from rtl.engine import Engine
+
+        top = Engine(config)
+    else:
+        top = TileEngine(config)
+    text = verilog.convert(top, name=args.name, emit_src=False)
     if args.output == "-":
         sys.stdout.write(text)
         return 0
@@ -51,7 +57,8 @@ def _cmd_sim(args: argparse.Namespace, config: EngineConfig) -> int:
     from sim.regress import default_matrix, run_matrix
 
     configs = default_matrix() if args.matrix else [config]
-    console = Console(stderr=args.json)
+    # Logs and CI are not terminals; keep the table's columns whole there.
+    console = Console(stderr=args.json, width=None if sys.stdout.isatty() else 100)
     results = []
     with console.status(f"building and simulating {len(configs)} configuration(s)...") as status:
         for r in run_matrix(configs, jobs=args.jobs, pattern=args.k, seed=args.seed,
@@ -127,6 +134,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_arguments(p)
     p.add_argument("-o", "--output", required=True, metavar="FILE",
                    help="output file, - for stdout")
+    p.add_argument("--top", choices=("tile", "engine"), default="tile",
+                   help="tile: the systolic tile engine with stream ports; engine: the whole "
+                        "programmable engine (instruction stream, memory port, counters)")
     p.add_argument("--name", default="tessera_tile", help="top module name")
     p.add_argument("--lint", action="store_true",
                    help="then lint the file with Verilator -Wall and the project's waivers")

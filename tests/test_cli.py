@@ -20,6 +20,14 @@ def test_verilog_for_a_non_square_array_lints_clean(tmp_path, dataflow):
     assert lint.returncode == 0, lint.stdout + lint.stderr
 
 
+@pytest.mark.parametrize("dataflow", ["os", "ws"])
+def test_verilog_of_the_programmable_engine_lints_clean(tmp_path, dataflow, capsys):
+    out = tmp_path / "e.v"
+    assert main(["verilog", "--top", "engine", "--rows", "3", "--cols", "5", "--spad-kib", "2",
+                 "--acc-kib", "2", "--dataflow", dataflow, "-o", str(out), "--lint"]) == 0
+    assert "clean" in capsys.readouterr().err
+
+
 def test_verilog_lint_flag(tmp_path, capsys):
     assert main(["verilog", "--preset", "tiny", "-o", str(tmp_path / "t.v"), "--lint"]) == 0
     assert "clean" in capsys.readouterr().err
