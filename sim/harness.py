@@ -6,26 +6,16 @@ Python loads the memories through the simulator's backdoor, pulses ``start`` and
 
 from __future__ import annotations
 
-from amaranth.hdl import Cat, Module, Signal
+from amaranth.hdl import Module, Signal
 from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from rtl.config import EngineConfig, refuse
+from rtl.memory import lfsr
 from rtl.tile import TileEngine, a_layout, b_layout, c_layout
 
-__all__ = ["TileHarness", "LFSR_TAPS"]
-
-#: x^16 + x^14 + x^13 + x^11 + 1, a maximal-length Fibonacci LFSR
-LFSR_TAPS = (15, 13, 12, 10)
-
-
-def _lfsr(m: Module, seed: int) -> Signal:
-    reg = Signal(16, init=seed)
-    feedback = reg[LFSR_TAPS[0]] ^ reg[LFSR_TAPS[1]] ^ reg[LFSR_TAPS[2]] ^ reg[LFSR_TAPS[3]]
-    m.d.sync += reg.eq(Cat(feedback, reg[:-1]))
-    return reg
-
+__all__ = ["TileHarness"]
 
 class TileHarness(wiring.Component):
     """:class:`~rtl.tile.TileEngine` fed from ``a_mem``/``b_mem``, draining into ``c_mem``.
@@ -66,12 +56,12 @@ class TileHarness(wiring.Component):
         a_rep, b_rep = Signal(32), Signal(32)
         m.d.comb += [self.busy.eq(busy), a_rd.addr.eq(a_ptr), b_rd.addr.eq(b_ptr),
                      self.c_pending.eq(engine.c.valid & ~busy)]
-        lfsr_a, lfsr_b, lfsr_c = _lfsr(m, 0xACE1), _lfsr(m, 0x1D2C), _lfsr(m, 0x5A5A)
+        lfsr_a, lfsr_b, lfsr_c = lfsr(m, 0xACE1), lfsr(m, 0x1D2C), lfsr(m, 0x5A5A)
         stall = self.stall
 
-        def source(port, rd, ptr, rep, count, lfsr, final_flag):
+        def source(port, rd, ptr, rep, count, rnd, final_flag):
             more = busy & (ptr < count)
-            m.d.comb += port.valid.eq(more & (lfsr[:8] >= stall))
+            m.d.comb += port.valid.eq(more & (rnd[:8] >= stall))
             m.d.comb += port.payload.eq(rd.data)
             if final_flag:
                 # `last` only on the final pass over the stimulus
