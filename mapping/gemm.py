@@ -146,6 +146,24 @@ def _estimate(cfg: EngineConfig, m: int, k: int, n: int, mb: int, nb: int, kc: i
     return groups * chunks * step + load + r + c + cfg.mem_latency
 
 
+def check_gemm(cfg: EngineConfig, m: int, k: int, n: int, requant: bool) -> GemmLayout:
+    """Refuse a GEMM this engine cannot run (with the reason); else its memory layout."""
+    for name, v in (("M", m), ("K", k), ("N", n)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise PlanError(f"GEMM dimension {name} must be a positive integer, not {v!r}")
+    if cfg.in_bits != 8:
+        raise PlanError(f"the engine runs int8 GEMMs; in_bits is {cfg.in_bits}")
+    g = isa.geometry(cfg)
+    nt = _cdiv(n, cfg.cols)
+    if requant and 3 * nt > g.q_rows:
+        raise PlanError(f"N = {n} needs {3 * nt} requantization parameter rows; scratchpad Q "
+                        f"holds {g.q_rows}")
+    layout = _layout(cfg, m, k, n, requant)
+    if layout.size > 1 << isa.ADDR_BITS:
+        raise PlanError(f"operands of {layout.size} bytes exceed the 32-bit address space")
+    return layout
+
+
 def plan_gemm(cfg: EngineConfig, m: int, k: int, n: int, *, requant: bool = False,
               zero_point: int = 0, relu: bool = False,
               blocking: tuple[int, int, int] | None = None) -> GemmPlan:
@@ -154,19 +172,7 @@ def plan_gemm(cfg: EngineConfig, m: int, k: int, n: int, *, requant: bool = Fals
     ``blocking`` forces (mb, nb, kc) instead of searching (os: mb, nb in array tiles; ws: mb is
     rows of A per group). Raises :class:`PlanError` for shapes this engine cannot hold.
     """
-    for name, v in (("M", m), ("K", k), ("N", n)):
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise PlanError(f"GEMM dimension {name} must be a positive integer, not {v!r}")
-    if cfg.in_bits != 8:
-        raise PlanError(f"the engine runs int8 GEMMs; in_bits is {cfg.in_bits}")
-    g = isa.geometry(cfg)
-    nt = -(-n // cfg.cols)
-    if requant and 3 * nt > g.q_rows:
-        raise PlanError(f"N = {n} needs {3 * nt} requantization parameter rows; scratchpad Q "
-                        f"holds {g.q_rows}")
-    layout = _layout(cfg, m, k, n, requant)
-    if layout.size > 1 << isa.ADDR_BITS:
-        raise PlanError(f"operands of {layout.size} bytes exceed the 32-bit address space")
+    layout = check_gemm(cfg, m, k, n, requant)
     from .program import program_cycles
 
     def make(b: tuple[int, int, int]) -> GemmPlan:

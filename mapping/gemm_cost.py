@@ -33,11 +33,10 @@ from dataclasses import dataclass
 from functools import lru_cache
 from itertools import accumulate
 
-from rtl import isa
 from rtl.config import EngineConfig
 from rtl.engine import EngineTiming
 
-from .gemm import SHORTLIST, PlanError, _candidates, _estimate, _layout
+from .gemm import SHORTLIST, PlanError, _candidates, _estimate, check_gemm
 
 __all__ = ["GemmCost", "gemm_cost"]
 
@@ -412,21 +411,6 @@ def _traffic(cfg: EngineConfig, m: int, k: int, n: int, blocking: tuple[int, int
             "spad_write": read, "acc_read": acc_read, "acc_write": acc_write}
 
 
-def _check(cfg: EngineConfig, m: int, k: int, n: int, requant: bool) -> None:
-    for name, v in (("M", m), ("K", k), ("N", n)):
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise PlanError(f"GEMM dimension {name} must be a positive integer, not {v!r}")
-    if cfg.in_bits != 8:
-        raise PlanError(f"the engine runs int8 GEMMs; in_bits is {cfg.in_bits}")
-    g = isa.geometry(cfg)
-    if requant and 3 * _cdiv(n, cfg.cols) > g.q_rows:
-        raise PlanError(f"N = {n} needs {3 * _cdiv(n, cfg.cols)} requantization parameter "
-                        f"rows; scratchpad Q holds {g.q_rows}")
-    size = _layout(cfg, m, k, n, requant).size
-    if size > 1 << isa.ADDR_BITS:
-        raise PlanError(f"operands of {size} bytes exceed the 32-bit address space")
-
-
 @lru_cache(maxsize=4096)
 def gemm_cost(cfg: EngineConfig, m: int, k: int, n: int, *, requant: bool = False,
               ideal_memory: bool = False) -> GemmCost:
@@ -436,7 +420,7 @@ def gemm_cost(cfg: EngineConfig, m: int, k: int, n: int, *, requant: bool = Fals
     array and its fill and drain alone. Raises :class:`~mapping.gemm.PlanError` for a shape
     this configuration cannot hold.
     """
-    _check(cfg, m, k, n, requant)
+    check_gemm(cfg, m, k, n, requant)
     options = sorted((_estimate(cfg, m, k, n, *b), b) for b in _candidates(cfg, m, k, n))
     if not options:
         raise PlanError(f"no tiling of a {m}x{k}x{n} GEMM fits {cfg.label}'s scratchpads "
