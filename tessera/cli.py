@@ -173,6 +173,12 @@ def build_parser() -> argparse.ArgumentParser:
     from .map_cmd import add_map_parser
 
     add_map_parser(sub)
+
+    from .fpga_cmd import add_fpga_parser
+    from .sweep_cmd import add_sweep_parser
+
+    add_fpga_parser(sub)
+    add_sweep_parser(sub)
     return parser
 
 
@@ -180,7 +186,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        config = config_from_args(args)
+        # commands without engine flags (sweep reads its own spec) get no configuration
+        config = config_from_args(args) if hasattr(args, "preset") else None
         if getattr(args, "jobs", 1) < 1:
             parser.error(f"--jobs must be at least 1, not {args.jobs}")
         return args.func(args, config)
