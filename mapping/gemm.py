@@ -25,7 +25,10 @@ from rtl import isa
 from rtl.config import ConfigError, EngineConfig
 from rtl.isa import Insn, Spad
 
-__all__ = ["GemmLayout", "GemmPlan", "PlanError", "plan_gemm"]
+from .program import ProgramTiming
+
+__all__ = ["Choice", "GemmLayout", "GemmPlan", "PlanError", "Schedule", "plan_gemm",
+           "search_blocking"]
 
 
 #: blockings scheduled in full and compared with the cycle model
@@ -172,29 +175,96 @@ def plan_gemm(cfg: EngineConfig, m: int, k: int, n: int, *, requant: bool = Fals
     ``blocking`` forces (mb, nb, kc) instead of searching (os: mb, nb in array tiles; ws: mb is
     rows of A per group). Raises :class:`PlanError` for shapes this engine cannot hold.
     """
-    layout = check_gemm(cfg, m, k, n, requant)
     from .program import program_cycles
 
-    def make(b: tuple[int, int, int]) -> GemmPlan:
-        plan = GemmPlan(config=cfg, m=m, k=k, n=n, requant=requant, mb=b[0], nb=b[1], kc=b[2],
-                        layout=layout, zero_point=zero_point, relu=relu)
-        plan.program = (_program_os if cfg.dataflow == "os" else _program_ws)(plan)
-        plan.estimate = program_cycles(cfg, plan.program).cycles
-        return plan
+    if blocking is None:
+        blocking = search_blocking(cfg, m, k, n, requant).blocking
+    layout = check_gemm(cfg, m, k, n, requant)
+    plan = GemmPlan(config=cfg, m=m, k=k, n=n, requant=requant, mb=blocking[0],
+                    nb=blocking[1], kc=blocking[2], layout=layout, zero_point=zero_point,
+                    relu=relu)
+    plan.program = Schedule(plan).program()
+    isa.assemble(plan.program, cfg)  # every instruction checked against the engine
+    plan.estimate = program_cycles(cfg, plan.program).cycles
+    return plan
 
-    if blocking is not None:
-        best = make(blocking)
-    else:
-        # A quick formula ranks every blocking that fits; the best few are then scheduled
-        # for real and the one the cycle model says is fastest wins (ties: fewer instructions).
-        options = sorted((_estimate(cfg, m, k, n, *b), b) for b in _candidates(cfg, m, k, n))
-        if not options:
-            raise PlanError(f"no tiling of a {m}x{k}x{n} GEMM fits {cfg.label}'s scratchpads "
-                            f"({cfg.spad_kib} KiB) and accumulator ({cfg.acc_kib} KiB)")
-        plans = [make(b) for _, b in options[:SHORTLIST]]
-        best = min(plans, key=lambda p: (p.estimate, len(p.program)))
-    isa.assemble(best.program, cfg)  # every instruction checked against the engine
-    return best
+
+@dataclass(frozen=True)
+class Choice:
+    """The blocking the search picked, the cycles of each blocking it costed, and why."""
+
+    blocking: tuple[int, int, int]
+    cycles: int
+    compute_cycles: int
+    instructions: int
+    #: (blocking, quick estimate, outcome), best quick estimate first; outcome is the cycles,
+    #: ``-1`` for a replay stopped once it was sure to be slower, None if not replayed
+    considered: tuple[tuple[tuple[int, int, int], int, int | None], ...]
+
+    def explain(self, cfg: EngineConfig) -> str:
+        """One line on the choice: what was compared and by how much this one won."""
+        replayed = [(b, c) for b, _, c in self.considered if c is not None]
+        unit = "tiles" if cfg.dataflow == "os" else "rows"
+        what = f"mb={self.blocking[0]} {unit}, nb={self.blocking[1]} tiles, kc={self.blocking[2]}"
+        if len(self.considered) < 2:
+            return f"{what}: the only blocking that fits"
+        text = (f"{what}: fastest of {len(replayed)} blockings replayed (best {len(replayed)} "
+                f"of {len(self.considered)} that fit, by a quick estimate)")
+        full = [(c, b) for b, c in replayed if c is not None and c >= 0 and b != self.blocking]
+        if full:
+            c, b = min(full)
+            text += f"; next best {b} takes {100 * (c - self.cycles) / self.cycles:+.1f}% cycles"
+        stopped = sum(1 for _, c in replayed if c == -1)
+        if stopped:
+            text += f"; {stopped} stopped early, sure to be slower"
+        return text
+
+
+def search_blocking(cfg: EngineConfig, m: int, k: int, n: int, requant: bool,
+                    shortlist: int = SHORTLIST) -> Choice:
+    """Rank every blocking that fits by a quick formula, replay the best few through the
+    cycle model (:meth:`Schedule.timing`, exact) and keep the fastest (ties: fewer
+    instructions). Deterministic."""
+    layout = check_gemm(cfg, m, k, n, requant)
+    options = sorted((_estimate(cfg, m, k, n, *b), b) for b in _candidates(cfg, m, k, n))
+    if not options:
+        raise PlanError(f"no tiling of a {m}x{k}x{n} GEMM fits {cfg.label}'s scratchpads "
+                        f"({cfg.spad_kib} KiB) and accumulator ({cfg.acc_kib} KiB)")
+    # Best first: always advance the replay with the lowest bound on its cycles; a replay
+    # whose bound passes the cycles of a finished one cannot win and is dropped. The result is
+    # the fastest of the shortlist (ties: fewer instructions, then the better quick estimate),
+    # found without replaying every candidate to the end.
+    shortlisted = [b for _, b in options[:shortlist]]
+    runs = {}
+    for b in shortlisted:
+        plan = GemmPlan(config=cfg, m=m, k=k, n=n, requant=requant, mb=b[0], nb=b[1],
+                        kc=b[2], layout=layout)
+        runs[b] = [0, Schedule(plan).steps()]
+    finished: dict[tuple[int, int, int], ProgramTiming] = {}
+    costed: dict[tuple[int, int, int], int | None] = {}
+    best_cycles = None
+    while runs:
+        b = min(runs, key=lambda x: (runs[x][0], shortlisted.index(x)))
+        try:
+            runs[b][0] = next(runs[b][1])
+        except StopIteration as done:
+            del runs[b]
+            finished[b] = done.value
+            costed[b] = done.value.cycles
+            if best_cycles is None or done.value.cycles < best_cycles:
+                best_cycles = done.value.cycles
+        if best_cycles is not None:
+            for x in [x for x in runs if runs[x][0] > best_cycles]:
+                del runs[x]
+                costed[x] = None
+    best = min(((t.cycles, t.instructions), shortlisted.index(b), b, t)
+               for b, t in finished.items())
+    best = (best[0], best[2], best[3])
+    (cycles, insns), b, t = best
+    return Choice(blocking=b, cycles=cycles, compute_cycles=t.compute_cycles,
+                  instructions=insns,
+                  considered=tuple((ob, est, -1 if ob in costed and costed[ob] is None
+                                    else costed.get(ob)) for est, ob in options))
 
 
 def _prologue(plan: GemmPlan) -> list[Insn]:
@@ -215,123 +285,241 @@ def _mark(insns: list[Insn], first: set[str], last: set[str]) -> list[Insn]:
     return insns
 
 
-def _pipeline(steps: list[list[list[Insn]]]) -> list[Insn]:
-    """Program order with the loads one chunk ahead: L0, L1, C0, S, L2, C1, S, ...
+class Schedule:
+    """The program of a plan as pieces, one per group of output tiles, in program order.
 
-    Each queue still sees its own instructions in chunk order (so the tokens pair up the same),
-    but the dispatcher, which feeds the queues in program order, reaches chunk t+1's loads
-    before chunk t's computes, so loading overlaps computing.
+    The program is ``head + piece(0) + piece(1) + ...``: the head is the requantization
+    prologue and the first chunk's loads; piece ``g`` is, for each K chunk of group ``g``, the
+    *next* chunk's loads followed by this chunk's computes (so the dispatcher reaches chunk
+    t+1's loads before chunk t's computes and loading overlaps computing), then the group's
+    stores. Each queue still sees its own instructions in chunk order, so the tokens pair up.
+    (Pieces are whole groups because the stores close them: between stores the model cannot
+    settle the memory port, so a finer piece would not repeat.)
+
+    :meth:`key` says what a piece's timing depends on; pieces with equal keys differ only in
+    addresses, which lets the cycle model skip repeating runs of them.
     """
-    prog: list[Insn] = []
-    if steps:
-        prog += steps[0][0]
-    for t, (_loads, computes, stores) in enumerate(steps):
-        if t + 1 < len(steps):
-            prog += steps[t + 1][0]
-        prog += computes + stores
-    return prog
 
+    def __init__(self, plan: GemmPlan):
+        self.plan = plan
+        cfg = plan.config
+        r, c = cfg.rows, cfg.cols
+        m, k, n = plan.m, plan.k, plan.n
+        self.os = cfg.dataflow == "os"
+        g = isa.geometry(cfg)
+        self.halves = (g.a_rows // 2, g.b_rows // 2, g.acc_rows // 2)
+        mt, nt = -(-m // r), -(-n // c)
+        n_groups = list(range(0, nt, plan.nb))
+        if self.os:
+            m_groups = list(range(0, mt, plan.mb))
+        else:
+            m_groups = list(range(0, m, plan.mb))
+        self.groups = [(gm, gn) for gm in m_groups for gn in n_groups]
+        #: groups per row of the output: a natural period of the pieces
+        self.row = len(n_groups)
+        self.chunks = list(range(0, k, plan.kc))
+        self._shapes = [self._shape(i) for i in range(len(self.groups))]
+        #: pieces: one per group
+        self.pieces = len(self.groups)
 
-def _program_os(plan: GemmPlan) -> list[Insn]:
-    cfg, lay = plan.config, plan.layout
-    g = isa.geometry(cfg)
-    r, c = cfg.rows, cfg.cols
-    m, k, n = plan.m, plan.k, plan.n
-    mb, nb, kc = plan.mb, plan.nb, plan.kc
-    half_a, half_b, half_acc = g.a_rows // 2, g.b_rows // 2, g.acc_rows // 2
-    mt, nt = -(-m // r), -(-n // c)
-    prog = _prologue(plan)
-    steps: list[list[list[Insn]]] = []
-    chunk_no = 0
-    for group_no, (gm, gn) in enumerate((gm, gn) for gm in range(0, mt, mb)
-                                        for gn in range(0, nt, nb)):
-        tiles_m = range(gm, min(gm + mb, mt))
-        tiles_n = range(gn, min(gn + nb, nt))
-        acc_base = (group_no % 2) * half_acc
-        chunks = list(range(0, k, kc))
-        for ci, k0 in enumerate(chunks):
+    def key(self, i: int) -> tuple:
+        """What piece ``i``'s timing depends on: its group's tile sizes, the next group's
+        (whose first chunk it loads), and whether it is among the first two groups (whose
+        tokens differ). Pieces with equal keys differ only in addresses."""
+        following = self._shapes[i + 1] if i + 1 < self.pieces else None
+        return self._shapes[i], following, min(i, 2)
+
+    def _shape(self, group_no: int) -> tuple:
+        plan, cfg = self.plan, self.plan.config
+        gm, gn = self.groups[group_no]
+        nt = -(-plan.n // cfg.cols)
+        cols = tuple(min(cfg.cols, plan.n - tj * cfg.cols)
+                     for tj in range(gn, min(gn + plan.nb, nt)))
+        if self.os:
+            mt = -(-plan.m // cfg.rows)
+            rows = tuple(min(cfg.rows, plan.m - ti * cfg.rows)
+                         for ti in range(gm, min(gm + plan.mb, mt)))
+        else:
+            rows = (min(plan.mb, plan.m - gm),)
+        return rows, cols
+
+    def work(self) -> tuple[int, int]:
+        """(array cycles, memory beats) the whole program needs at the least: each compute
+        holds the array for at least its extent (``os``: and a tile's drain, ``rows``), and
+        the memory port takes one beat per cycle. For :meth:`timing`'s bound."""
+        cfg, plan = self.plan.config, self.plan
+        r, w = cfg.rows, cfg.mem_bytes_per_cycle
+        elem = 1 if plan.requant else 4
+        ks = [min(plan.kc, plan.k - k0) for k0 in self.chunks]
+        per_shape: dict[tuple, tuple[int, int]] = {}
+        array = beats = 0
+        if plan.requant:
+            beats += 3 * (-(-plan.n // cfg.cols)) * (-(-4 * cfg.cols // w))
+        for shape in self._shapes:
+            if shape not in per_shape:
+                rows, cols = shape
+                a = b = 0
+                for kl in ks:
+                    if self.os:
+                        a += len(rows) * len(cols) * max(kl, r)
+                        b += sum(kl * -(-x // w) for x in rows)
+                        b += sum(kl * -(-y // w) for y in cols)
+                    else:
+                        kt = [min(r, kl - x) for x in range(0, kl, r)]
+                        a += len(cols) * len(kt) * rows[0]
+                        b += sum(rows[0] * -(-x // w) for x in kt)
+                        b += sum(x * -(-y // w) for y in cols for x in kt)
+                if self.os:
+                    b += sum(x * -(-(y * elem) // w) for x in rows for y in cols)
+                else:
+                    b += sum(rows[0] * -(-(y * elem) // w) for y in cols)
+                per_shape[shape] = (a, b)
+            a, b = per_shape[shape]
+            array += a
+            beats += b
+        return array, beats
+
+    def head(self) -> list[Insn]:
+        return _prologue(self.plan) + self._loads(0, 0)
+
+    def piece(self, group_no: int) -> list[Insn]:
+        """Group ``group_no``'s piece: for each of its chunks, the next chunk's loads and this
+        chunk's computes; then the group's stores."""
+        out: list[Insn] = []
+        last = len(self.chunks) - 1
+        for ci in range(len(self.chunks)):
+            if ci < last:
+                out += self._loads(group_no, ci + 1)
+            elif group_no + 1 < self.pieces:
+                out += self._loads(group_no + 1, 0)
+            out += self._computes(group_no, ci)
+        return out + self._stores(group_no)
+
+    def program(self) -> list[Insn]:
+        prog = self.head()
+        for i in range(self.pieces):
+            prog += self.piece(i)
+        return prog
+
+    # -- one chunk's loads and computes, one group's stores ---------------------------------
+
+    def _tiles_n(self, gn: int) -> range:
+        nt = -(-self.plan.n // self.plan.config.cols)
+        return range(gn, min(gn + self.plan.nb, nt))
+
+    def _loads(self, group_no: int, ci: int) -> list[Insn]:
+        plan, cfg, lay = self.plan, self.plan.config, self.plan.layout
+        r, c = cfg.rows, cfg.cols
+        m, k, n, kc = plan.m, plan.k, plan.n, plan.kc
+        half_a, half_b, _ = self.halves
+        chunk_no = group_no * len(self.chunks) + ci
+        k0 = self.chunks[ci]
+        a_base, b_base = (chunk_no % 2) * half_a, (chunk_no % 2) * half_b
+        gm, gn = self.groups[group_no]
+        loads = []
+        if self.os:
             kl = min(kc, k - k0)
-            a_base = (chunk_no % 2) * half_a
-            b_base = (chunk_no % 2) * half_b
-            loads = []
-            for x, ti in enumerate(tiles_m):
+            mt = -(-m // r)
+            for x, ti in enumerate(range(gm, min(gm + plan.mb, mt))):
                 i0 = ti * r
                 loads.append(isa.load(Spad.A, a_base + x * kc, kl, min(r, m - i0),
                                       lay.a_addr + k0 * lay.lda + i0, lay.lda))
-            for y, tj in enumerate(tiles_n):
+            for y, tj in enumerate(self._tiles_n(gn)):
                 j0 = tj * c
                 loads.append(isa.load(Spad.B, b_base + y * kc, kl, min(c, n - j0),
                                       lay.b_addr + k0 * lay.ldb + j0, lay.ldb))
-            loads = _mark(loads, {"pop_next"} if chunk_no >= 2 else set(), {"push_next"})
-            computes = []
-            for x, _ti in enumerate(tiles_m):
-                for y, _tj in enumerate(tiles_n):
-                    tile = x * len(tiles_n) + y
-                    computes.append(isa.compute(a_base + x * kc, b_base + y * kc,
-                                                acc_base + tile * r, kl, ci > 0))
-            first = {"pop_prev"} | ({"pop_next"} if ci == 0 and group_no >= 2 else set())
-            last = {"push_prev"} | ({"push_next"} if ci == len(chunks) - 1 else set())
-            steps.append([loads, _mark(computes, first, last), []])
-            chunk_no += 1
-        stores = []
-        for x, ti in enumerate(tiles_m):
-            for y, tj in enumerate(tiles_n):
-                tile = x * len(tiles_n) + y
-                i0, j0 = ti * r, tj * c
-                stores.append(isa.store(acc_base + tile * r, min(r, m - i0), min(c, n - j0),
-                                        lay.c_addr + i0 * lay.ldc + j0 * lay.c_elem_bytes,
-                                        lay.ldc, plan.requant, 3 * tj))
-        steps[-1][2] = _mark(stores, {"pop_prev"}, {"push_prev"})
-    return prog + _pipeline(steps)
-
-
-def _program_ws(plan: GemmPlan) -> list[Insn]:
-    cfg, lay = plan.config, plan.layout
-    g = isa.geometry(cfg)
-    r, c = cfg.rows, cfg.cols
-    m, k, n = plan.m, plan.k, plan.n
-    mc, nb, kc = plan.mb, plan.nb, plan.kc
-    half_a, half_b, half_acc = g.a_rows // 2, g.b_rows // 2, g.acc_rows // 2
-    nt = -(-n // c)
-    prog = _prologue(plan)
-    steps: list[list[list[Insn]]] = []
-    chunk_no = 0
-    for group_no, (m0, gn) in enumerate((m0, gn) for m0 in range(0, m, mc)
-                                        for gn in range(0, nt, nb)):
-        ml = min(mc, m - m0)
-        tiles_n = range(gn, min(gn + nb, nt))
-        acc_base = (group_no % 2) * half_acc
-        chunks = list(range(0, k, kc))
-        for ci, k0 in enumerate(chunks):
+        else:
+            mc = plan.mb
+            ml = min(mc, m - gm)
             ktiles = list(range(k0, min(k0 + kc, k), r))
-            a_base = (chunk_no % 2) * half_a
-            b_base = (chunk_no % 2) * half_b
-            loads = []
             for kk, kt0 in enumerate(ktiles):
                 loads.append(isa.load(Spad.A, a_base + kk * mc, ml, min(r, k - kt0),
-                                      lay.a_addr + m0 * lay.lda + kt0, lay.lda))
-            for y, tj in enumerate(tiles_n):
+                                      lay.a_addr + gm * lay.lda + kt0, lay.lda))
+            for y, tj in enumerate(self._tiles_n(gn)):
                 j0 = tj * c
                 for kk, kt0 in enumerate(ktiles):
                     loads.append(isa.load(Spad.B, b_base + (y * len(ktiles) + kk) * r,
                                           min(r, k - kt0), min(c, n - j0),
                                           lay.b_addr + kt0 * lay.ldb + j0, lay.ldb))
-            loads = _mark(loads, {"pop_next"} if chunk_no >= 2 else set(), {"push_next"})
-            computes = []
+        return _mark(loads, {"pop_next"} if chunk_no >= 2 else set(), {"push_next"})
+
+    def _computes(self, group_no: int, ci: int) -> list[Insn]:
+        plan, cfg = self.plan, self.plan.config
+        r = cfg.rows
+        m, k, kc = plan.m, plan.k, plan.kc
+        half_a, half_b, half_acc = self.halves
+        chunk_no = group_no * len(self.chunks) + ci
+        k0 = self.chunks[ci]
+        a_base, b_base = (chunk_no % 2) * half_a, (chunk_no % 2) * half_b
+        acc_base = (group_no % 2) * half_acc
+        gm, gn = self.groups[group_no]
+        tiles_n = self._tiles_n(gn)
+        computes = []
+        if self.os:
+            kl = min(kc, k - k0)
+            mt = -(-m // r)
+            tiles_m = range(gm, min(gm + plan.mb, mt))
+            for x, _ti in enumerate(tiles_m):
+                for y, _tj in enumerate(tiles_n):
+                    tile = x * len(tiles_n) + y
+                    computes.append(isa.compute(a_base + x * kc, b_base + y * kc,
+                                                acc_base + tile * r, kl, ci > 0))
+        else:
+            mc = plan.mb
+            ml = min(mc, m - gm)
+            ktiles = list(range(k0, min(k0 + kc, k), r))
             for y, _tj in enumerate(tiles_n):
                 for kk, _kt0 in enumerate(ktiles):
                     computes.append(isa.compute(a_base + kk * mc,
                                                 b_base + (y * len(ktiles) + kk) * r,
                                                 acc_base + y * mc, ml, ci > 0 or kk > 0))
-            first = {"pop_prev"} | ({"pop_next"} if ci == 0 and group_no >= 2 else set())
-            last = {"push_prev"} | ({"push_next"} if ci == len(chunks) - 1 else set())
-            steps.append([loads, _mark(computes, first, last), []])
-            chunk_no += 1
+        first = {"pop_prev"} | ({"pop_next"} if ci == 0 and group_no >= 2 else set())
+        last = {"push_prev"} | ({"push_next"} if ci == len(self.chunks) - 1 else set())
+        return _mark(computes, first, last)
+
+    def _stores(self, group_no: int) -> list[Insn]:
+        plan, cfg, lay = self.plan, self.plan.config, self.plan.layout
+        r, c = cfg.rows, cfg.cols
+        m, n = plan.m, plan.n
+        acc_base = (group_no % 2) * self.halves[2]
+        gm, gn = self.groups[group_no]
         stores = []
-        for y, tj in enumerate(tiles_n):
-            j0 = tj * c
-            stores.append(isa.store(acc_base + y * mc, ml, min(c, n - j0),
-                                    lay.c_addr + m0 * lay.ldc + j0 * lay.c_elem_bytes,
-                                    lay.ldc, plan.requant, 3 * tj))
-        steps[-1][2] = _mark(stores, {"pop_prev"}, {"push_prev"})
-    return prog + _pipeline(steps)
+        if self.os:
+            mt = -(-m // r)
+            tiles_n = self._tiles_n(gn)
+            for x, ti in enumerate(range(gm, min(gm + plan.mb, mt))):
+                for y, tj in enumerate(tiles_n):
+                    tile = x * len(tiles_n) + y
+                    i0, j0 = ti * r, tj * c
+                    stores.append(isa.store(acc_base + tile * r, min(r, m - i0),
+                                            min(c, n - j0),
+                                            lay.c_addr + i0 * lay.ldc + j0 * lay.c_elem_bytes,
+                                            lay.ldc, plan.requant, 3 * tj))
+        else:
+            ml = min(plan.mb, m - gm)
+            for y, tj in enumerate(self._tiles_n(gn)):
+                j0 = tj * c
+                stores.append(isa.store(acc_base + y * plan.mb, ml, min(c, n - j0),
+                                        lay.c_addr + gm * lay.ldc + j0 * lay.c_elem_bytes,
+                                        lay.ldc, plan.requant, 3 * tj))
+        return _mark(stores, {"pop_prev"}, {"push_prev"})
+
+    def timing(self, ideal_memory: bool = False):
+        """The program's :class:`~mapping.program.ProgramTiming`, skipping repeated groups.
+
+        ``ideal_memory``: loads and stores finish the cycle they start (compute alone)."""
+        from .program import stream_cycles
+
+        return stream_cycles(self.plan.config, self.head(), self.pieces, self.key, self.piece,
+                             self._periods(), ideal_memory=ideal_memory)
+
+    def steps(self):
+        """:func:`mapping.program.stream_steps` of the program: yields lower bounds on its
+        cycles as it goes, returns its timing."""
+        from .program import stream_steps
+
+        return stream_steps(self.plan.config, self.head(), self.pieces, self.key, self.piece,
+                            self._periods(), work=self.work())
+
+    def _periods(self) -> list[int]:
+        return sorted({1, 2, self.row, 2 * self.row})
