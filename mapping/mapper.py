@@ -62,6 +62,10 @@ class OpCost:
     stage: str = ""
     #: this engine's energy per the table, pJ (equal to ``energy_pj`` unless counting as paper)
     hardware_energy_pj: float = 0.0
+    #: GEMM rows: the blocking search's account of its choice
+    why: str = ""
+    #: GEMM rows: one instance's problem as the engine runs it (``tessera cosim op``)
+    gemm: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -132,9 +136,9 @@ def _gemm_energy(g: GemmCost, energy: EnergyTable, sign: bool = False) -> float:
 
 
 def _gemm_row(cfg: EngineConfig, op: Op, energy: EnergyTable, ideal: bool) -> OpCost:
+    requant = _requant_fits(cfg, op.n)
     try:
-        g = gemm_cost(cfg, op.m, op.k, op.n, requant=_requant_fits(cfg, op.n),
-                      ideal_memory=ideal)
+        g = gemm_cost(cfg, op.m, op.k, op.n, requant=requant, ideal_memory=ideal)
     except PlanError as e:
         raise WorkloadError(f"op {op.name} ({op.shape}): {e}") from None
     c = op.count
@@ -144,7 +148,9 @@ def _gemm_row(cfg: EngineConfig, op: Op, energy: EnergyTable, ideal: bool) -> Op
                   compute_cycles=g.compute_cycles * c, stall_cycles=g.stall_cycles * c,
                   macs=g.macs * c, dram_bytes=g.dram_bytes * c, onchip_bytes=onchip * c,
                   energy_pj=pj * c, utilization=g.macs / (cfg.pes * g.cycles),
-                  verified="rtl-model", blocking=g.blocking, stage=op.stage)
+                  verified="rtl-model", blocking=g.blocking, stage=op.stage, why=g.why,
+                  gemm={"m": op.m, "k": op.k, "n": op.n, "requant": requant,
+                        "cycles": g.cycles})
 
 
 def _vector_row(cfg: EngineConfig, op: Op, energy: EnergyTable, ideal: bool) -> OpCost:
@@ -209,4 +215,4 @@ def map_gemm(cfg: EngineConfig, m: int, k: int, n: int, *, ideal_memory: bool = 
             "utilization": g.macs / (cfg.pes * g.cycles), "dram_bytes": g.dram_bytes,
             "onchip_bytes": onchip, "energy_pj": pj, "blocking": list(g.blocking),
             "instructions": g.instructions, "ideal_cycles": -(-g.macs // cfg.pes),
-            "time_us": g.cycles / cfg.clock_mhz}
+            "time_us": g.cycles / cfg.clock_mhz, "why": g.why}

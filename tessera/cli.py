@@ -126,6 +126,57 @@ def _cmd_cosim(args: argparse.Namespace, config: EngineConfig) -> int:
     return 0 if result["bit_exact"] else 1
 
 
+def _cmd_cosim_op(args: argparse.Namespace, config: EngineConfig) -> int:
+    """Run one instance of a model's GEMM op on the RTL; the mapper's cycles beside it."""
+    from mapping.mapper import map_workload
+    from mapping.workloads import WorkloadError, build
+
+    try:
+        workload = build(args.model, seq=args.seq, image_size=args.image_size,
+                         batch=args.batch, attention=args.attention,
+                         hash_bits=config.hash_bits)
+        rows = {row.name: row for row in map_workload(workload, config).ops}
+    except (WorkloadError, ConfigError) as e:
+        print(f"tessera: error: {e}", file=sys.stderr)
+        return 2
+    if args.op is None:
+        for row in rows.values():
+            where = "RTL" if row.gemm else "no RTL unit yet (modeled)"
+            print(f"{row.name:<28} {row.kind:<12} {row.shape:<16} {where}")
+        return 0
+    row = rows.get(args.op)
+    if row is None:
+        print(f"tessera: error: {args.model} has no op {args.op!r}; run `tessera cosim op "
+              f"{args.model}` to list them", file=sys.stderr)
+        return 2
+    if row.gemm is None:
+        print(f"tessera: error: op {args.op} is a {row.kind}, which runs on the modeled "
+              f"vector unit; only GEMM-like ops (linear, conv, matmul, sign_matmul) have RTL",
+              file=sys.stderr)
+        return 2
+    from sim.cosim import cosim_gemm
+
+    g = row.gemm
+    result = cosim_gemm(config, g["m"], g["k"], g["n"], seed=args.seed, requant=g["requant"])
+    result["op"] = row.name
+    result["kind"] = row.kind
+    result["count"] = row.count
+    result["mapper_cycles"] = g["cycles"]
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        verdict = "bit-exact" if result["bit_exact"] else (
+            f"MISMATCH: {result['mismatches']} of {result['elements']} elements differ"
+            if result["error"] is None else f"ERROR: {result['error']}")
+        print(f"{args.model} {row.name} ({row.kind} {row.shape}, one of {row.count}) on "
+              f"{config.label}: {verdict}")
+        print(f"  RTL {result['cycles']:,} cycles, mapper {g['cycles']:,} "
+              f"({100 * (g['cycles'] - result['cycles']) / result['cycles']:+.2f}%), "
+              f"utilization {100 * result['utilization']:.1f}%, "
+              f"{result['instructions']:,} instructions")
+    return 0 if result["bit_exact"] else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tessera", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -169,6 +220,22 @@ def build_parser() -> argparse.ArgumentParser:
                    help="memory refuses requests at random, chance out of 256")
     q.add_argument("--json", action="store_true", help="print the result as JSON")
     q.set_defaults(func=_cmd_cosim)
+
+    from mapping.workloads import ATTENTIONS
+
+    q = cosim.add_parser("op", help="one GEMM op of a model, as the mapper schedules it")
+    q.add_argument("model", metavar="MODEL", help="a model name (see tessera map)")
+    q.add_argument("op", metavar="OP", nargs="?", default=None,
+                   help="the op's name, as in tessera map's table (omit to list them)")
+    add_config_arguments(q)
+    q.add_argument("--seq", type=int, default=None, help="tokens (language models)")
+    q.add_argument("--image-size", type=int, default=None, help="pixels (vision models)")
+    q.add_argument("--batch", type=int, default=1, help="inputs per run (default 1)")
+    q.add_argument("--attention", choices=ATTENTIONS, default="softmax",
+                   help="attention kind, as for tessera map")
+    q.add_argument("--seed", type=int, default=0, help="seed for the operands")
+    q.add_argument("--json", action="store_true", help="print the result as JSON")
+    q.set_defaults(func=_cmd_cosim_op)
 
     from .map_cmd import add_map_parser
 

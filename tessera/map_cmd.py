@@ -44,6 +44,8 @@ def _cmd_map(args: argparse.Namespace, config: EngineConfig) -> int:
                       f"{result['dram_bytes']:,} DRAM bytes, {result['energy_pj'] / 1e6:.3f} uJ, "
                       f"blocking {tuple(result['blocking'])}, bound "
                       f"{result['ideal_cycles']:,} cycles")
+                if args.explain:
+                    print(f"  blocking: {result['why']}")
             return 0
         if args.dims:
             raise WorkloadError(f"unexpected arguments after {args.model}: "
@@ -73,6 +75,11 @@ def _cmd_map(args: argparse.Namespace, config: EngineConfig) -> int:
         console = Console(width=None if sys.stdout.isatty() else 200)
         console.print(to_table(result))
         console.print(summary(result), highlight=False)
+        if args.explain:
+            console.print("\nBlocking of each GEMM (mb, nb, kc), and why:", highlight=False)
+            for op in result.ops:
+                if op.why:
+                    console.print(f"  {op.name}: {op.why}", highlight=False)
     return 0
 
 
@@ -113,6 +120,9 @@ def add_map_parser(sub: argparse._SubParsersAction) -> None:
                    help="TOML file replacing the per-action energy figures (pJ)")
     p.add_argument("--ideal-memory", action="store_true",
                    help="unbounded memory bandwidth: compute alone")
+    p.add_argument("--explain", action="store_true",
+                   help="after the table, say for each GEMM which blocking the search chose "
+                        "and what it compared")
     fmt = p.add_mutually_exclusive_group()
     fmt.add_argument("--json", action="store_true", help="print JSON")
     fmt.add_argument("--csv", action="store_true", help="print CSV")

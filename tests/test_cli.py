@@ -61,3 +61,21 @@ def test_sim_command_json(capsys):
     assert code == 0, out
     (row,) = json.loads(out)
     assert row["tests"] == 1 and row["passed"] == 1 and row["elements"] > 0
+
+
+def test_cosim_op_lists_ops_and_refuses_what_has_no_rtl(capsys):
+    assert main(["cosim", "op", "bert-base", "--seq", "16", "--preset", "tiny"]) == 0
+    listing = capsys.readouterr().out
+    assert "layer.qkv" in listing and "no RTL unit yet" in listing
+    assert main(["cosim", "op", "bert-base", "layer.gelu", "--seq", "16"]) == 2
+    assert "modeled vector unit" in capsys.readouterr().err
+    assert main(["cosim", "op", "bert-base", "nonsense", "--seq", "16"]) == 2
+    assert "has no op 'nonsense'" in capsys.readouterr().err
+    assert main(["cosim", "op", "no-such-model", "x"]) == 2
+    assert "error" in capsys.readouterr().err
+
+
+def test_map_explains_each_blocking(capsys):
+    assert main(["map", "gemm", "64", "64", "64", "--preset", "tiny", "--explain"]) == 0
+    out = capsys.readouterr().out
+    assert "blocking: mb=" in out and "blockings replayed" in out

@@ -105,3 +105,24 @@ def test_illegal_instructions_are_flagged_not_hung():
     # and a program whose tokens never arrive is caught by the mapper before it runs
     with pytest.raises(ValueError, match="deadlocks"):
         program_cycles(cfg, [isa.compute(0, 0, 0, 1, False, "pop_prev")])
+
+
+@pytest.mark.parametrize("model, op, extra", [
+    ("bert-base", "layer.attn.qk", ["--seq", "16"]),                        # a matmul
+    ("deit-tiny", "blocks.attn.hg", ["--attention", "ecoformer", "--image-size", "32"]),  # codes
+])
+def test_a_models_op_runs_on_the_rtl_as_the_mapper_schedules_it(model, op, extra, capsys):
+    import json
+
+    from tessera.cli import main
+
+    cfg = CONFIGS[0]
+    flags = ["--rows", str(cfg.rows), "--cols", str(cfg.cols), "--dataflow", cfg.dataflow,
+             "--spad-kib", str(cfg.spad_kib), "--acc-kib", str(cfg.acc_kib),
+             "--mem-bytes-per-cycle", str(cfg.mem_bytes_per_cycle),
+             "--mem-latency", str(cfg.mem_latency)]
+    assert main(["cosim", "op", model, op, *extra, *flags, "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["bit_exact"] and out["op"] == op
+    # the cycles the mapper puts in its table for one instance are the RTL's
+    assert out["mapper_cycles"] == out["cycles"] == out["predicted_cycles"]
