@@ -314,24 +314,33 @@ class Schedule:
             m_groups = list(range(0, mt, plan.mb))
         else:
             m_groups = list(range(0, m, plan.mb))
+        self.m_groups, self.n_groups = m_groups, n_groups
         self.groups = [(gm, gn) for gm in m_groups for gn in n_groups]
         #: groups per row of the output: a natural period of the pieces
         self.row = len(n_groups)
         self.chunks = list(range(0, k, plan.kc))
-        self._shapes = [self._shape(i) for i in range(len(self.groups))]
+        # a group's tile sizes depend only on whether it is the last of its row or column
+        self._shapes = {(lm, ln): self._shape(m_groups[-1 if lm else 0],
+                                              n_groups[-1 if ln else 0])
+                        for lm in (False, True) for ln in (False, True)}
         #: pieces: one per group
         self.pieces = len(self.groups)
+
+    def shape(self, i: int) -> tuple:
+        """Group ``i``'s tile sizes: (rows of each M tile or the A rows, columns of each
+        N tile)."""
+        gm, gn = divmod(i, self.row)
+        return self._shapes[gm == len(self.m_groups) - 1, gn == self.row - 1]
 
     def key(self, i: int) -> tuple:
         """What piece ``i``'s timing depends on: its group's tile sizes, the next group's
         (whose first chunk it loads), and whether it is among the first two groups (whose
         tokens differ). Pieces with equal keys differ only in addresses."""
-        following = self._shapes[i + 1] if i + 1 < self.pieces else None
-        return self._shapes[i], following, min(i, 2)
+        following = self.shape(i + 1) if i + 1 < self.pieces else None
+        return self.shape(i), following, min(i, 2)
 
-    def _shape(self, group_no: int) -> tuple:
+    def _shape(self, gm: int, gn: int) -> tuple:
         plan, cfg = self.plan, self.plan.config
-        gm, gn = self.groups[group_no]
         nt = -(-plan.n // cfg.cols)
         cols = tuple(min(cfg.cols, plan.n - tj * cfg.cols)
                      for tj in range(gn, min(gn + plan.nb, nt)))
@@ -355,7 +364,13 @@ class Schedule:
         array = beats = 0
         if plan.requant:
             beats += 3 * (-(-plan.n // cfg.cols)) * (-(-4 * cfg.cols // w))
-        for shape in self._shapes:
+        last_m, last_n = len(self.m_groups) - 1, self.row - 1
+        counts = {(False, False): last_m * last_n, (False, True): last_m,
+                  (True, False): last_n, (True, True): 1}
+        for where, shape in self._shapes.items():
+            times = counts[where]
+            if not times:
+                continue
             if shape not in per_shape:
                 rows, cols = shape
                 a = b = 0
@@ -375,8 +390,8 @@ class Schedule:
                     b += sum(rows[0] * -(-(y * elem) // w) for y in cols)
                 per_shape[shape] = (a, b)
             a, b = per_shape[shape]
-            array += a
-            beats += b
+            array += a * times
+            beats += b * times
         return array, beats
 
     def head(self) -> list[Insn]:

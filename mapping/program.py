@@ -583,6 +583,8 @@ def stream_steps(cfg: EngineConfig, prologue: Sequence[Insn], n: int,
     snaps: dict[int, tuple] = {}
     j = 0
     made: dict[Hashable, tuple[list[tuple], list[int]]] = {}
+    if work is not None:
+        yield replay.bound(*work)   # before anything runs: the work alone
     while j < n:
         # pieces with equal keys time alike: make each kind of piece once
         k = keys[j]
