@@ -33,6 +33,8 @@ __all__ = ["Choice", "GemmLayout", "GemmPlan", "PlanError", "Schedule", "plan_ge
 
 #: blockings scheduled in full and compared with the cycle model
 SHORTLIST = 6
+#: groups with at least this many K chunks are replayed chunk by chunk
+CHUNK_PIECES = 4
 
 
 class PlanError(ConfigError):
@@ -286,15 +288,17 @@ def _mark(insns: list[Insn], first: set[str], last: set[str]) -> list[Insn]:
 
 
 class Schedule:
-    """The program of a plan as pieces, one per group of output tiles, in program order.
+    """The program of a plan as pieces: K chunks of groups of output tiles, in program order.
 
     The program is ``head + piece(0) + piece(1) + ...``: the head is the requantization
-    prologue and the first chunk's loads; piece ``g`` is, for each K chunk of group ``g``, the
-    *next* chunk's loads followed by this chunk's computes (so the dispatcher reaches chunk
-    t+1's loads before chunk t's computes and loading overlaps computing), then the group's
-    stores. Each queue still sees its own instructions in chunk order, so the tokens pair up.
-    (Pieces are whole groups because the stores close them: between stores the model cannot
-    settle the memory port, so a finer piece would not repeat.)
+    prologue and the first chunk's loads; for each chunk t a piece holds the *next* chunk's
+    loads followed by chunk t's computes (so the dispatcher reaches chunk t+1's loads before
+    chunk t's computes and loading overlaps computing) and, after a group's last chunk, the
+    group's stores. A piece is one chunk or, for groups of few chunks, a whole group. Each
+    queue still sees its own instructions in chunk order, so the tokens pair up. Every piece
+    after the first opens its loads with one that waits for a token (``pop_next``), and every
+    group's stores open with one that does (``pop_prev``): the promise that lets the cycle
+    model settle the memory port between pieces.
 
     :meth:`key` says what a piece's timing depends on; pieces with equal keys differ only in
     addresses, which lets the cycle model skip repeating runs of them.
@@ -323,8 +327,11 @@ class Schedule:
         self._shapes = {(lm, ln): self._shape(m_groups[-1 if lm else 0],
                                               n_groups[-1 if ln else 0])
                         for lm in (False, True) for ln in (False, True)}
-        #: pieces: one per group
-        self.pieces = len(self.groups)
+        self._ks = [min(plan.kc, k - k0) for k0 in self.chunks]
+        #: a piece is one K chunk of a group when groups have many chunks, else a whole group
+        #: (fewer, larger pieces replay faster when there is little to skip inside a group)
+        self.per_piece = 1 if len(self.chunks) >= CHUNK_PIECES else len(self.chunks)
+        self.pieces = len(self.groups) * len(self.chunks) // self.per_piece
 
     def shape(self, i: int) -> tuple:
         """Group ``i``'s tile sizes: (rows of each M tile or the A rows, columns of each
@@ -333,11 +340,21 @@ class Schedule:
         return self._shapes[gm == len(self.m_groups) - 1, gn == self.row - 1]
 
     def key(self, i: int) -> tuple:
-        """What piece ``i``'s timing depends on: its group's tile sizes, the next group's
-        (whose first chunk it loads), and whether it is among the first two groups (whose
-        tokens differ). Pieces with equal keys differ only in addresses."""
-        following = self.shape(i + 1) if i + 1 < self.pieces else None
-        return self.shape(i), following, min(i, 2)
+        """What piece ``i``'s timing depends on: its group's tile sizes, its chunks' K, where
+        they sit in the group, the chunk whose loads it carries last, and whether it is among
+        the first chunks and groups (whose tokens differ). Pieces with equal keys differ only
+        in addresses."""
+        chunks, per = len(self.chunks), self.per_piece
+        first = i * per
+        g, ci = divmod(first, chunks)
+        nxt = first + per
+        if nxt < len(self.groups) * chunks:
+            ng, nci = divmod(nxt, chunks)
+            following = (self.shape(ng), self._ks[nci], min(nxt, 2))
+        else:
+            following = None
+        return (self.shape(g), tuple(self._ks[ci:ci + per]), ci == 0,
+                ci + per == chunks, min(g, 2), following)
 
     def _shape(self, gm: int, gn: int) -> tuple:
         plan, cfg = self.plan, self.plan.config
@@ -397,18 +414,20 @@ class Schedule:
     def head(self) -> list[Insn]:
         return _prologue(self.plan) + self._loads(0, 0)
 
-    def piece(self, group_no: int) -> list[Insn]:
-        """Group ``group_no``'s piece: for each of its chunks, the next chunk's loads and this
-        chunk's computes; then the group's stores."""
+    def piece(self, i: int) -> list[Insn]:
+        """Piece ``i``: for each of its chunks, the next chunk's loads and this chunk's
+        computes; after a group's last chunk, the group's stores."""
+        chunks = len(self.chunks)
+        total = len(self.groups) * chunks
         out: list[Insn] = []
-        last = len(self.chunks) - 1
-        for ci in range(len(self.chunks)):
-            if ci < last:
-                out += self._loads(group_no, ci + 1)
-            elif group_no + 1 < self.pieces:
-                out += self._loads(group_no + 1, 0)
-            out += self._computes(group_no, ci)
-        return out + self._stores(group_no)
+        for t in range(i * self.per_piece, (i + 1) * self.per_piece):
+            g, ci = divmod(t, chunks)
+            if t + 1 < total:
+                out += self._loads(*divmod(t + 1, chunks))
+            out += self._computes(g, ci)
+            if ci == chunks - 1:
+                out += self._stores(g)
+        return out
 
     def program(self) -> list[Insn]:
         prog = self.head()
@@ -526,7 +545,7 @@ class Schedule:
         from .program import stream_cycles
 
         return stream_cycles(self.plan.config, self.head(), self.pieces, self.key, self.piece,
-                             self._periods(), ideal_memory=ideal_memory)
+                             self._periods(), ideal_memory=ideal_memory, promise=(True, True))
 
     def steps(self):
         """:func:`mapping.program.stream_steps` of the program: yields lower bounds on its
@@ -534,7 +553,8 @@ class Schedule:
         from .program import stream_steps
 
         return stream_steps(self.plan.config, self.head(), self.pieces, self.key, self.piece,
-                            self._periods(), work=self.work())
+                            self._periods(), work=self.work(), promise=(True, True))
 
     def _periods(self) -> list[int]:
-        return sorted({1, 2, self.row, 2 * self.row})
+        c = len(self.chunks) // self.per_piece   # pieces per group
+        return sorted({1, 2, c, 2 * c, c * self.row, 2 * c * self.row})

@@ -122,16 +122,22 @@ class _Port:
         self.last_load = False   # whether the last granted beat was a load's
         self.wait = 0            # cycles both units asked (one of them waited)
 
-    def run(self, load: list[int] | None, store: list[int] | None) -> tuple[str, int]:
+    def run(self, load: list[int] | None, store: list[int] | None,
+            horizon: int | None = None) -> tuple[str | None, int]:
         """Grant beats until one unit's instruction has all its beats accepted.
 
         ``load``/``store`` are ``[ready, beats_left]`` (updated in place) or ``None`` for a unit
-        with nothing to send. Returns which unit finished and the cycle of its last beat.
+        with nothing to send. Returns which unit finished and the cycle of its last beat. With
+        one unit and a ``horizon``, grants no cycle from the horizon on: if the instruction is
+        not done by then, returns ``(None, 0)``.
         """
-        if store is None or (load is not None and max(self.free, load[0]) + load[1]
-                             <= max(self.free, store[0])):
+        if store is None:
+            return self._alone("load", load, horizon)
+        if load is None:
+            return self._alone("store", store, horizon)
+        if max(self.free, load[0]) + load[1] <= max(self.free, store[0]):
             return self._alone("load", load)
-        if load is None or max(self.free, store[0]) + store[1] <= max(self.free, load[0]):
+        if max(self.free, store[0]) + store[1] <= max(self.free, load[0]):
             return self._alone("store", store)
         # Both ask before either is done: the earlier one runs alone until the other asks.
         t_l, t_s = max(self.free, load[0]), max(self.free, store[0])
@@ -162,9 +168,18 @@ class _Port:
         self.wait += 2 * n2
         return names[1], last
 
-    def _alone(self, name: str, req: list[int]) -> tuple[str, int]:
+    def _alone(self, name: str, req: list[int],
+               horizon: int | None = None) -> tuple[str | None, int]:
         first = max(self.free, req[0])
         last = first + req[1] - 1
+        if horizon is not None and last >= horizon:
+            # grant only the cycles before the horizon; the unit keeps asking from there
+            granted = max(0, horizon - first)
+            if granted:
+                req[1] -= granted
+                self.free = horizon
+                self.last_load = name == "load"
+            return None, 0
         self.free = last + 1
         self.last_load = name == "load"
         return name, last
@@ -242,6 +257,9 @@ class Replay:
         self.seq = 0
         self.record: dict[int, tuple[int, int]] | None = {} if record else None
         self._starts: dict[int, int] = {}
+        #: (load, store): the program promises that the unit's next instruction not yet fed
+        #: waits for a token (c2l, c2s), so the other unit may use the port until it could ask
+        self.promise = (False, False)
 
     def feed(self, insns) -> None:
         cfg, fed, per_queue = self.cfg, self.fed, self.fed_per_queue
@@ -413,10 +431,28 @@ class Replay:
             load, store = busy
             if load is None and store is None:
                 break
-            if not final and ((load is None and not pend_l and not per_queue[0])
-                              or (store is None and not pend_s and not per_queue[2])):
-                break  # an idle unit may yet get an instruction that competes for the port
-            unit, last = port.run(load, store)
+            horizon = None
+            starved = (load is None and not pend_l and not per_queue[0],
+                       store is None and not pend_s and not per_queue[2])
+            if not final and (starved[0] or starved[1]):
+                # An idle unit may yet get an instruction that competes for the port. If the
+                # program promises that its next one waits for a token, the other unit may
+                # run alone until the first cycle that instruction could ask for the port.
+                u = 0 if starved[0] else 1
+                if not self.promise[u]:
+                    break
+                tq = t_c2l if u == 0 else t_c2s
+                if tq:
+                    token = tq[0]
+                elif os_:   # the next token comes from a compute not yet issued
+                    token = prev_last + min_tile + tile_latency + r + 1
+                else:
+                    token = beat_free + tile_latency + 2
+                start = max(token, free[2 * u], last_dispatch + len(fed) + 1 + DISPATCH_LATENCY)
+                horizon = start + (LOAD_REQUEST_DELAY if u == 0 else STORE_SETUP + 2)
+            unit, last = port.run(load, store, horizon)
+            if unit is None:
+                break   # ran alone up to the horizon; what comes next decides the rest
             # the memory accepted the last beat of the unit's instruction at cycle ``last``
             if unit == "load":
                 rec = load[2]
@@ -547,11 +583,12 @@ def program_cycles(cfg: EngineConfig, program: Sequence[Insn]) -> ProgramTiming:
 
 def stream_cycles(cfg: EngineConfig, prologue: Sequence[Insn], n: int,
                   key: Callable[[int], Hashable], piece: Callable[[int], Sequence[Insn]],
-                  periods: Sequence[int] = (1, 2), *,
-                  ideal_memory: bool = False) -> ProgramTiming:
+                  periods: Sequence[int] = (1, 2), *, ideal_memory: bool = False,
+                  promise: tuple[bool, bool] = (False, False)) -> ProgramTiming:
     """:func:`program_cycles` of ``prologue + piece(0) + ... + piece(n - 1)``, without building
     runs of pieces that repeat (see :func:`stream_steps`)."""
-    steps = stream_steps(cfg, prologue, n, key, piece, periods, ideal_memory=ideal_memory)
+    steps = stream_steps(cfg, prologue, n, key, piece, periods, ideal_memory=ideal_memory,
+                         promise=promise)
     while True:
         try:
             next(steps)
@@ -562,7 +599,8 @@ def stream_cycles(cfg: EngineConfig, prologue: Sequence[Insn], n: int,
 def stream_steps(cfg: EngineConfig, prologue: Sequence[Insn], n: int,
                  key: Callable[[int], Hashable], piece: Callable[[int], Sequence[Insn]],
                  periods: Sequence[int] = (1, 2), *, ideal_memory: bool = False,
-                 work: tuple[int, int] | None = None):
+                 work: tuple[int, int] | None = None,
+                 promise: tuple[bool, bool] = (False, False)):
     """Replay ``prologue + piece(0) + ... + piece(n - 1)`` piece by piece, skipping runs of
     pieces that repeat; a generator that returns the :class:`ProgramTiming`.
 
@@ -576,6 +614,10 @@ def stream_steps(cfg: EngineConfig, prologue: Sequence[Insn], n: int,
     After each piece it yields a lower bound on the program's cycles (:meth:`Replay.bound`,
     given ``work``, the program's total array cycles and memory beats; 0 without), so a
     search can advance the most promising of several programs and drop the sure losers.
+
+    ``promise`` (load, store): that every load (store) in piece 1 and later is preceded in
+    its queue by one that pops its token (c2l, c2s); it lets the replay settle the memory port
+    between pieces that carry no loads (stores).
     """
     replay = Replay(cfg, ideal_memory=ideal_memory)
     replay.feed(prologue)
@@ -591,6 +633,8 @@ def stream_steps(cfg: EngineConfig, prologue: Sequence[Insn], n: int,
         if k not in made:
             made[k] = replay.records(piece(j))
         replay.feed_records(*made[k])
+        if j == 0:
+            replay.promise = promise
         if j == n - 1:
             break
         replay.run()
