@@ -1,0 +1,149 @@
+"""Sweeps: rows equal the mapper's, order, cache and resume, failures, bad specs, Dask."""
+
+import csv
+import json
+import warnings
+
+import pytest
+
+from mapping.mapper import map_workload
+from mapping.workloads import build
+from rtl.config import preset
+from tessera.cli import main
+from tessera.sweep import Sweep, SweepError, load_spec
+
+AXES = {"rows": [8, 16], "cols": [8, 16], "dataflow": ["os", "ws"]}
+
+
+def test_rows_are_the_mappers_numbers_in_spec_order():
+    sweep = Sweep(axes=AXES, workloads=["deit-tiny", {"model": "bert-base", "seq": 32}])
+    result = sweep.run(jobs=1)
+    assert len(result.rows) == 16 and not result.failed
+    # order: the axes' product in spec order, workloads innermost
+    assert [(r["rows"], r["cols"], r["dataflow"], r["workload"]) for r in result.rows[:3]] == [
+        (8, 8, "os", "deit-tiny"), (8, 8, "os", "bert-base seq=32"), (8, 8, "ws", "deit-tiny")]
+    for r in result.rows[::5]:
+        cfg = preset("default").replace(rows=r["rows"], cols=r["cols"], dataflow=r["dataflow"])
+        wl = build("deit-tiny") if r["workload"] == "deit-tiny" else build("bert-base", seq=32)
+        t = map_workload(wl, cfg).totals()
+        assert (r["cycles"], r["dram_bytes"], r["macs"]) == (t["cycles"], t["dram_bytes"],
+                                                             t["macs"])
+        assert r["energy_uj"] == pytest.approx(t["energy_pj"] / 1e6)
+        assert r["latency_ms"] == pytest.approx(t["cycles"] / (cfg.clock_mhz * 1e3))
+
+
+def test_process_pool_gives_the_same_rows(tmp_path):
+    sweep = Sweep(axes=AXES, workloads=["deit-tiny"])
+    one = sweep.run(jobs=1)
+    two = sweep.run(jobs=2, chunk=1)
+    assert one.rows == two.rows
+
+
+def test_cache_resumes_and_extends(tmp_path):
+    out = tmp_path / "s"
+    first = Sweep(axes={"rows": [8, 16]}, workloads=["deit-tiny"]).run(jobs=1, out=out)
+    assert (first.computed, first.cached) == (2, 0)
+    again = Sweep(axes={"rows": [8, 16]}, workloads=["deit-tiny"]).run(jobs=1, out=out)
+    assert (again.computed, again.cached) == (0, 2)
+    assert [r["cycles"] for r in again.rows] == [r["cycles"] for r in first.rows]
+    # extending an axis computes only the new points
+    more = Sweep(axes={"rows": [8, 16, 32]}, workloads=["deit-tiny"]).run(jobs=1, out=out)
+    assert (more.computed, more.cached) == (1, 2)
+    # a torn cache file (an interrupted write) is computed again, not trusted
+    victim = next((out / "cache").glob("*.json"))
+    victim.write_text("{not json")
+    torn = Sweep(axes={"rows": [8, 16, 32]}, workloads=["deit-tiny"]).run(jobs=1, out=out)
+    assert (torn.computed, torn.cached) == (1, 2)
+
+
+def test_a_failing_point_is_recorded_and_the_sweep_goes_on(tmp_path):
+    topo = tmp_path / "huge.csv"
+    # operands of this layer exceed the engine's 32-bit address space: every point fails
+    topo.write_text("Layer,M,N,K\nhuge,70000,64,70000\n")
+    sweep = Sweep(axes={"rows": [8, 16]}, workloads=["deit-tiny", str(topo)])
+    result = sweep.run(jobs=1, out=tmp_path / "out")
+    assert len(result.failed) == 2 and len(result.ok) == 2
+    assert all("address space" in r["error"] for r in result.failed)
+    # failures are not cached: they are tried again next time
+    assert (tmp_path / "out" / "sweep.csv").exists()
+    assert len(list((tmp_path / "out" / "cache").glob("*.json"))) == 2
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(axes={"rowz": [8]}), "unknown axis 'rowz'"),
+    (dict(axes={"rows": [0]}), "axis rows: value 0: rows must be a positive integer"),
+    (dict(axes={"rows": []}), "axis rows has no values"),
+    (dict(axes={"rows": 8}), "axis rows: give a list of values"),
+    (dict(axes={"dataflow": ["os", "xs"]}), "axis dataflow: value 'xs'"),
+    (dict(axes={"rows": [8]}, workloads=[]), "names no workload"),
+    (dict(axes={"rows": [8]}, workloads=["resnet"]), "unknown model 'resnet'"),
+    (dict(axes={"rows": [8]}, workloads=[{"model": "bert-base", "sequence": 5}]),
+     "unknown workload option(s) sequence"),
+    (dict(axes={"in_bits": [8, 16]}, base={"acc_bits": 20}),
+     "axis in_bits: value 16: acc_bits (20) is too narrow"),
+    (dict(axes={"in_bits": [8, 12], "acc_bits": [32, 20]}),   # each fine, not together
+     "point in_bits=12, acc_bits=20: acc_bits (20) is too narrow"),
+    (dict(axes={"rows": [8]}, base="huge"), "base: unknown preset 'huge'"),
+])
+def test_bad_sweeps_are_refused_before_any_work(kwargs, message):
+    kwargs.setdefault("workloads", ["deit-tiny"])
+    with pytest.raises(SweepError) as e:
+        Sweep(**kwargs)
+    assert message in str(e.value)
+
+
+def test_spec_file_and_cli(tmp_path, capsys):
+    spec = tmp_path / "spec.toml"
+    spec.write_text('name = "t"\nbase = "edge"\nworkloads = ["deit-tiny"]\n'
+                    '[axes]\nrows = [4, 8]\ncols = [8]\n[options]\nper_op = true\n')
+    out = tmp_path / "o"
+    assert main(["sweep", str(spec), "-o", str(out), "--jobs", "1", "--quiet"]) == 0
+    text = capsys.readouterr().out
+    assert "2 points (2 computed, 0 from the cache)" in text and "Pareto front" in text
+    rows = list(csv.DictReader((out / "sweep.csv").read_text().splitlines()))
+    assert [int(r["rows"]) for r in rows] == [4, 8] and rows[0]["spad_kib"] == "32"
+    ops = list(csv.DictReader((out / "ops.csv").read_text().splitlines()))
+    assert {o["point"] for o in ops} == {"0", "1"} and "blocks.qkv" in {o["name"] for o in ops}
+    for png in ("pareto_energy.png", "pareto_area.png", "utilization.png"):
+        assert (out / png).read_bytes()[:4] == b"\x89PNG"
+    data = json.loads((out / "sweep.json").read_text())
+    assert data["points"] == 2
+    # bad specs: exit 2 with the reason, no traceback
+    bad = tmp_path / "bad.toml"
+    bad.write_text('workloads = ["deit-tiny"]\n[axes]\ncolumns = [8]\n')
+    assert main(["sweep", str(bad)]) == 2
+    assert "unknown axis 'columns'" in capsys.readouterr().err
+    bad.write_text('workloads = ["deit-tiny"]\n[axes]\nrows = [8]\n[options]\nfpga = "ulx3s"\n')
+    assert main(["sweep", str(bad)]) == 2
+    assert "FPGA" in capsys.readouterr().err
+    assert main(["sweep", str(tmp_path / "missing.toml")]) == 2
+
+
+def test_pareto_front_is_not_dominated():
+    result = Sweep(axes={"rows": [8, 16, 32], "cols": [8, 32], "mem_bytes_per_cycle": [8, 32]},
+                   workloads=["deit-tiny"]).run(jobs=1)
+    front = result.pareto("latency_ms", "energy_uj")
+    assert front
+    for f in front:
+        assert not any(r["latency_ms"] <= f["latency_ms"] and r["energy_uj"] < f["energy_uj"]
+                       or r["latency_ms"] < f["latency_ms"] and r["energy_uj"] <= f["energy_uj"]
+                       for r in result.ok)
+
+
+def test_example_spec_loads():
+    sweep = load_spec("examples/array_shapes.toml")
+    assert len(sweep.points) == 36
+
+
+def test_dask_local_cluster_gives_the_same_rows():
+    distributed = pytest.importorskip("distributed")
+    sweep = Sweep(axes={"rows": [8, 16], "dataflow": ["os", "ws"]}, workloads=["deit-tiny"])
+    local = sweep.run(jobs=1)
+    with warnings.catch_warnings():
+        # the in-process cluster may note that its (unused) dashboard port is taken
+        warnings.simplefilter("ignore", UserWarning)
+        with distributed.LocalCluster(n_workers=1, threads_per_worker=2, processes=False,
+                                      dashboard_address=None) as cluster, \
+                distributed.Client(cluster) as client:
+            on_dask = sweep.run(scheduler=client, chunk=1)
+    assert on_dask.rows == local.rows
