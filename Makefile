@@ -38,6 +38,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/sim_speed.py
 	$(BIN)/python benchmarks/utilization.py
 	$(BIN)/python benchmarks/mapping_speed.py
+	$(BIN)/python benchmarks/sweep_speed.py
 
 clean:
 	rm -rf build sim_build .pytest_cache

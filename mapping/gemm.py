@@ -437,6 +437,79 @@ class Schedule:
 
     # -- one chunk's loads and computes, one group's stores ---------------------------------
 
+    # -- the same pieces as timing records only (no addresses): what the cycle model reads --
+
+    def records(self, i: int) -> tuple[list[tuple], list[int]]:
+        """Piece ``i`` as :class:`~mapping.program.Replay` records and its count per queue:
+        the instructions :meth:`piece` makes, less what their timing does not depend on
+        (tests check that both replay to the same cycles)."""
+        chunks = len(self.chunks)
+        total = len(self.groups) * chunks
+        recs: list[tuple] = []
+        for t in range(i * self.per_piece, (i + 1) * self.per_piece):
+            g, ci = divmod(t, chunks)
+            if t + 1 < total:
+                recs += self._load_records(*divmod(t + 1, chunks))
+            recs += self._compute_records(g, ci)
+            if ci == chunks - 1:
+                recs += self._store_records(g)
+        per_queue = [0, 0, 0]
+        for rec in recs:
+            per_queue[min(rec[0], 2)] += 1
+        return recs, per_queue
+
+    def _load_records(self, group_no: int, ci: int) -> list[tuple]:
+        cfg = self.plan.config
+        r, w = cfg.rows, cfg.mem_bytes_per_cycle
+        rows, cols = self.shape(group_no)
+        kl = self._ks[ci]
+        if self.os:
+            beats = [kl * -(-x // w) for x in rows] + [kl * -(-y // w) for y in cols]
+        else:
+            kt = [min(r, kl - x) for x in range(0, kl, r)]
+            beats = [rows[0] * -(-x // w) for x in kt] + [x * -(-y // w) for y in cols
+                                                          for x in kt]
+        pop = group_no * len(self.chunks) + ci >= 2
+        recs = [(0, b, 0, False, False, False, False, None, -1) for b in beats]
+        recs[0] = (0, beats[0], 0, pop, False, len(beats) == 1, False, None, -1)
+        if len(beats) > 1:
+            recs[-1] = (0, beats[-1], 0, False, False, True, False, None, -1)
+        return recs
+
+    def _compute_records(self, group_no: int, ci: int) -> list[tuple]:
+        rows, cols = self.shape(group_no)
+        kl = self._ks[ci]
+        if self.os:
+            n, extent = len(rows) * len(cols), kl
+        else:
+            n, extent = len(cols) * -(-kl // self.plan.config.rows), rows[0]
+        pop_next = ci == 0 and group_no >= 2
+        push_next = ci == len(self.chunks) - 1
+        recs = [(1, extent, 0, False, False, False, False, None, -1)] * n
+        if n == 1:
+            return [(1, extent, 0, True, pop_next, True, push_next, None, -1)]
+        recs[0] = (1, extent, 0, True, pop_next, False, False, None, -1)
+        recs[-1] = (1, extent, 0, False, False, True, push_next, None, -1)
+        return recs
+
+    def _store_records(self, group_no: int) -> list[tuple]:
+        from .program import store_delay
+
+        cfg, plan = self.plan.config, self.plan
+        w = cfg.mem_bytes_per_cycle
+        elem = 1 if plan.requant else 4
+        rows, cols = self.shape(group_no)
+        if self.os:
+            beats = [x * -(-(y * elem) // w) for x in rows for y in cols]
+        else:
+            beats = [rows[0] * -(-(y * elem) // w) for y in cols]
+        d = store_delay(plan.requant)
+        recs = [(2, b, d, False, False, False, False, None, -1) for b in beats]
+        recs[0] = (2, beats[0], d, True, False, len(beats) == 1, False, None, -1)
+        if len(beats) > 1:
+            recs[-1] = (2, beats[-1], d, False, False, True, False, None, -1)
+        return recs
+
     def _tiles_n(self, gn: int) -> range:
         nt = -(-self.plan.n // self.plan.config.cols)
         return range(gn, min(gn + self.plan.nb, nt))
@@ -545,7 +618,8 @@ class Schedule:
         from .program import stream_cycles
 
         return stream_cycles(self.plan.config, self.head(), self.pieces, self.key, self.piece,
-                             self._periods(), ideal_memory=ideal_memory, promise=(True, True))
+                             self._periods(), ideal_memory=ideal_memory, promise=(True, True),
+                             records=self.records)
 
     def steps(self):
         """:func:`mapping.program.stream_steps` of the program: yields lower bounds on its
@@ -553,7 +627,8 @@ class Schedule:
         from .program import stream_steps
 
         return stream_steps(self.plan.config, self.head(), self.pieces, self.key, self.piece,
-                            self._periods(), work=self.work(), promise=(True, True))
+                            self._periods(), work=self.work(), promise=(True, True),
+                            records=self.records)
 
     def _periods(self) -> list[int]:
         c = len(self.chunks) // self.per_piece   # pieces per group

@@ -97,6 +97,11 @@ LOAD_RELEASE = 1
 STORE_RELEASE = 2
 
 
+def store_delay(requant: bool) -> int:
+    """:func:`store_request_delay` of a STORE that does (or does not) requantize."""
+    return STORE_SETUP + 2 + (STORE_PARAMS + REQUANT_LATENCY if requant else 0)
+
+
 def store_request_delay(insn: Insn) -> int:
     """Cycles from a STORE being taken to its first beat asking for the memory port.
 
@@ -450,7 +455,17 @@ class Replay:
                     token = beat_free + tile_latency + 2
                 start = max(token, free[2 * u], last_dispatch + len(fed) + 1 + DISPATCH_LATENCY)
                 horizon = start + (LOAD_REQUEST_DELAY if u == 0 else STORE_SETUP + 2)
-            unit, last = port.run(load, store, horizon)
+            if horizon is None and (load is None or store is None):
+                # one unit alone, nothing to stop it: its beats run back to back (inlined
+                # _Port._alone, the common case)
+                req = load if store is None else store
+                first = port.free if port.free > req[0] else req[0]
+                last = first + req[1] - 1
+                port.free = last + 1
+                port.last_load = store is None
+                unit = "load" if store is None else "store"
+            else:
+                unit, last = port.run(load, store, horizon)
             if unit is None:
                 break   # ran alone up to the horizon; what comes next decides the rest
             # the memory accepted the last beat of the unit's instruction at cycle ``last``
@@ -479,8 +494,9 @@ class Replay:
         self.array_work = array_work
         if final and (fed or any(pend)):
             rec = fed[0] if fed else next(p[1] for q in pend for p in q)
-            raise ValueError(f"program deadlocks: instruction {rec[8]} ({rec[7].op.name}) "
-                             f"waits for a token that is never pushed")
+            kind = ("LOAD", "COMPUTE", "STORE", "CONFIG")[rec[0]]
+            raise ValueError(f"program deadlocks: instruction {rec[8]} ({kind}) waits for a "
+                             f"token that is never pushed")
 
     def bound(self, array_work: int, port_beats: int) -> int:
         """A lower bound on the program's cycles, given its total array cycles and memory
@@ -584,11 +600,13 @@ def program_cycles(cfg: EngineConfig, program: Sequence[Insn]) -> ProgramTiming:
 def stream_cycles(cfg: EngineConfig, prologue: Sequence[Insn], n: int,
                   key: Callable[[int], Hashable], piece: Callable[[int], Sequence[Insn]],
                   periods: Sequence[int] = (1, 2), *, ideal_memory: bool = False,
-                  promise: tuple[bool, bool] = (False, False)) -> ProgramTiming:
+                  promise: tuple[bool, bool] = (False, False),
+                  records: Callable[[int], tuple[list[tuple], list[int]]] | None = None,
+                  ) -> ProgramTiming:
     """:func:`program_cycles` of ``prologue + piece(0) + ... + piece(n - 1)``, without building
     runs of pieces that repeat (see :func:`stream_steps`)."""
     steps = stream_steps(cfg, prologue, n, key, piece, periods, ideal_memory=ideal_memory,
-                         promise=promise)
+                         promise=promise, records=records)
     while True:
         try:
             next(steps)
@@ -600,7 +618,8 @@ def stream_steps(cfg: EngineConfig, prologue: Sequence[Insn], n: int,
                  key: Callable[[int], Hashable], piece: Callable[[int], Sequence[Insn]],
                  periods: Sequence[int] = (1, 2), *, ideal_memory: bool = False,
                  work: tuple[int, int] | None = None,
-                 promise: tuple[bool, bool] = (False, False)):
+                 promise: tuple[bool, bool] = (False, False),
+                 records: Callable[[int], tuple[list[tuple], list[int]]] | None = None):
     """Replay ``prologue + piece(0) + ... + piece(n - 1)`` piece by piece, skipping runs of
     pieces that repeat; a generator that returns the :class:`ProgramTiming`.
 
@@ -617,7 +636,8 @@ def stream_steps(cfg: EngineConfig, prologue: Sequence[Insn], n: int,
 
     ``promise`` (load, store): that every load (store) in piece 1 and later is preceded in
     its queue by one that pops its token (c2l, c2s); it lets the replay settle the memory port
-    between pieces that carry no loads (stores).
+    between pieces that carry no loads (stores). ``records(i)``, if given, makes piece ``i``
+    as :class:`Replay` records directly (faster than making its instructions).
     """
     replay = Replay(cfg, ideal_memory=ideal_memory)
     replay.feed(prologue)
@@ -631,7 +651,7 @@ def stream_steps(cfg: EngineConfig, prologue: Sequence[Insn], n: int,
         # pieces with equal keys time alike: make each kind of piece once
         k = keys[j]
         if k not in made:
-            made[k] = replay.records(piece(j))
+            made[k] = records(j) if records is not None else replay.records(piece(j))
         replay.feed_records(*made[k])
         if j == 0:
             replay.promise = promise
