@@ -147,3 +147,19 @@ def test_dask_local_cluster_gives_the_same_rows():
                 distributed.Client(cluster) as client:
             on_dask = sweep.run(scheduler=client, chunk=1)
     assert on_dask.rows == local.rows
+
+
+@pytest.mark.sim
+def test_validated_points_run_on_the_rtl(tmp_path):
+    # the small engine of tests/test_engine_sim.py, so its Verilator build is shared
+    base = {"rows": 3, "cols": 5, "spad_kib": 4, "acc_kib": 4, "mem_bytes_per_cycle": 8,
+            "mem_latency": 4}
+    sweep = Sweep(axes={"dataflow": ["os", "ws"]}, base=base,
+                  workloads=[{"model": "bert-base", "seq": 16}], validate=1)
+    result = sweep.run(jobs=1, out=tmp_path)
+    checked = [r for r in result.rows if "rtl_op" in r]
+    assert len(checked) == 1 and not checked[0]["error"]
+    r = checked[0]
+    assert r["rtl_op"] in ("layer.attn.qk", "layer.attn.av") and r["rtl_bit_exact"]
+    assert r["rtl_cycles"] == r["rtl_predicted"]
+    assert "rtl_cycles" in (tmp_path / "sweep.csv").read_text().splitlines()[0]
