@@ -390,7 +390,7 @@ def _run_pool(jobs: int, batches: list[list[_Point]], done: Callable) -> None:
 def _run_dask(scheduler: Any, batches: list[list[_Point]], done: Callable) -> None:
     from dask.distributed import Client, as_completed
 
-    client = scheduler if isinstance(scheduler, Client) else Client(scheduler)
+    client = scheduler if isinstance(scheduler, Client) else Client(scheduler, timeout="10s")
     try:
         futures = client.map(_evaluate_many, batches, pure=False)
         for f in as_completed(futures):
