@@ -98,12 +98,16 @@ class BuildTop(wiring.Component):
             from amaranth.build import ResourceError
 
             shown = [self.done, self.error, *self.checksum]
+            from amaranth.lib import io
+
             leds = []
             for i in range(LEDS):
                 try:
-                    leds.append(platform.request("led", i).o)
+                    pin = platform.request("led", i, dir="-")
                 except ResourceError:
                     break
+                m.submodules[f"led{i}"] = buf = io.Buffer("o", pin)
+                leds.append(buf.o)
             if not leds:
                 raise ResourceError(f"{type(platform).__name__} has no LED to show done on")
             # a board with fewer LEDs shows the checksum folded onto the ones it has

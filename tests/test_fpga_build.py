@@ -1,0 +1,71 @@
+"""The FPGA flow: boards, fit refusals before any tool runs, reports, one synthesis in CI."""
+
+import json
+
+import pytest
+
+from fpga.boards import BOARDS, BoardError, board
+from fpga.build import _pnr_report, _synth_stats, build, check_fit
+from rtl.config import EngineConfig, preset
+from tessera.cli import main
+
+
+def test_registry_names_each_board_and_refuses_unknown_ones():
+    assert {"ulx3s-12f", "ulx3s-45f", "ulx3s-85f", "orangecrab", "icebreaker",
+            "arty-a7-35"} <= set(BOARDS)
+    for b in BOARDS.values():
+        platform = b.make_platform()
+        assert platform.device == b.device
+    with pytest.raises(BoardError, match="unknown board 'de10'"):
+        board("de10")
+
+
+def test_configs_that_cannot_fit_are_refused_with_the_reason(capsys):
+    # the iCE40 UP5K has 30 block RAMs of 4 Kbit: the tiny preset's 16 KiB scratchpads do not
+    # fit, and the message says what would (this runs no tool: it is refused first)
+    assert main(["fpga", "build", "icebreaker", "--preset", "tiny"]) == 2
+    err = capsys.readouterr().err
+    assert "does not fit icebreaker" in err and "30 of 4 Kbit" in err
+    assert "--spad-kib" in err
+    # too many multipliers for the DSP blocks and the LUTs
+    big = preset("large").replace(rows=64, cols=64, spad_kib=4, acc_kib=4)
+    with pytest.raises(BoardError, match="multipliers, 28 DSP blocks"):
+        check_fit(board("ulx3s-12f"), big, {})
+
+
+def test_nextpnr_and_yosys_reports_are_read(tmp_path):
+    report = {"utilization": {"TRELLIS_SLICE": {"used": 100, "available": 41820},
+                              "MULT18X18D": {"used": 64, "available": 156},
+                              "DP16KD": {"used": 0, "available": 208}},
+              "fmax": {"$glbnet$clk": {"achieved": 104.2, "constraint": 100.0}}}
+    (tmp_path / "r.json").write_text(json.dumps(report))
+    resources, fmax = _pnr_report(tmp_path / "r.json")
+    assert resources == {"TRELLIS_SLICE": (100, 41820), "MULT18X18D": (64, 156)}
+    assert fmax == 104.2
+    stat = {"design": {"num_cells_by_type": {"LUT4": 10, "TRELLIS_FF": 7, "MULT18X18D": 2,
+                                             "DP16KD": 3, "CCU2C": 4}}}
+    (tmp_path / "s.json").write_text(json.dumps(stat))
+    got = _synth_stats(tmp_path / "s.json", board("ulx3s-85f"))
+    assert got["LUT4"] == (10, 83640) and got["DSP"] == (2, 156) and got["BRAM"] == (3, 208)
+    assert got["FF"] == (7, None)
+
+
+def test_vendor_board_gets_files_only(tmp_path):
+    cfg = EngineConfig(rows=2, cols=2, spad_kib=1, acc_kib=1, mem_bytes_per_cycle=4)
+    report = build(board("arty-a7-35"), cfg, out=tmp_path)
+    assert report.stage == "files"
+    names = {p.name for p in tmp_path.iterdir()}
+    assert "top.xdc" in names and any(n.endswith(".sh") or n.endswith(".bat") for n in names)
+
+
+@pytest.mark.sim
+def test_smallest_preset_synthesizes_for_an_ecp5_board(capsys):
+    # one real run of YoWASP Yosys in CI (about a minute on two cores)
+    assert main(["fpga", "build", "ulx3s-85f", "--preset", "tiny", "--synth-only",
+                 "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["stage"] == "synth"
+    luts, available = out["resources"]["LUT4"]["used"], out["resources"]["LUT4"]["available"]
+    assert 0 < luts < available
+    assert out["resources"]["DSP"]["used"] >= 16   # one per PE at least (and the requantizer)
+    assert out["resources"]["BRAM"]["used"] > 0
