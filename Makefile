@@ -29,7 +29,7 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -n $(JOBS) --dist loadgroup
 
 test-quick: $(STAMP)
-	$(BIN)/python -m pytest -m "not sim" -n $(JOBS)
+	$(BIN)/python -m pytest -m "not sim and not fpga" -n $(JOBS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -58,7 +58,7 @@ def test_vendor_board_gets_files_only(tmp_path):
     assert "top.xdc" in names and any(n.endswith(".sh") or n.endswith(".bat") for n in names)
 
 
-@pytest.mark.sim
+@pytest.mark.fpga
 def test_smallest_preset_synthesizes_for_an_ecp5_board(capsys):
     # one real run of YoWASP Yosys in CI (about a minute on two cores)
     assert main(["fpga", "build", "ulx3s-85f", "--preset", "tiny", "--synth-only",
