@@ -85,14 +85,17 @@ def check_fit(board: Board, config: EngineConfig, memories: dict[str, tuple[int,
     """
     needs = {name: _brams_for(wd, dp, board) for name, (wd, dp) in memories.items()}
     total = sum(needs.values())
+    largest = max(needs, key=needs.get) if needs else ""
     if total > board.bram_blocks:
         parts = ", ".join(f"{name} {n}" for name, n in needs.items())
         kbit = sum(wd * dp for wd, dp in memories.values()) / 1024
         raise BoardError(
             f"{config.label} does not fit {board.name} ({board.device}): its memories need "
             f"{total} block RAMs ({parts}; {kbit:,.0f} Kbit), the device has "
-            f"{board.bram_blocks} of {board.bram_kbit} Kbit. Smaller --spad-kib / --acc-kib "
-            f"would help")
+            f"{board.bram_blocks} of {board.bram_kbit} Kbit"
+            + ("; smaller --spad-kib / --acc-kib would help" if largest in
+               ("scratchpad A", "scratchpad B", "accumulator") else
+               f"; the {largest} alone need {needs[largest]}"))
     soft = max(0, config.pes - board.dsps)
     luts = soft * LUTS_PER_SOFT_MULT // (2 if board.family == "xilinx7" else 1)
     if luts > board.luts:
@@ -179,6 +182,7 @@ def build(board: Board, config: EngineConfig, *, synth_only: bool = False,
 
 def _memory_shapes(config: EngineConfig, top) -> dict[str, tuple[int, int]]:
     from rtl import isa
+    from rtl.engine import EngineTiming
 
     g = isa.geometry(config)
     w = config.mem_bytes_per_cycle
@@ -189,6 +193,8 @@ def _memory_shapes(config: EngineConfig, top) -> dict[str, tuple[int, int]]:
         "accumulator": (g.acc_row_bytes * 8, g.acc_rows),
         # two banks of half the words each
         "memory": (w * 8, top.mem_words),
+        # the load, compute and store queues, each QUEUE_DEPTH instruction words
+        "instruction queues": (3 * isa.INSN_BITS, EngineTiming.queue_depth),
     }
 
 

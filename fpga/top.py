@@ -17,7 +17,7 @@ from amaranth.lib.wiring import Out
 
 from rtl import isa
 from rtl.config import EngineConfig
-from rtl.engine import Engine
+from rtl.engine import Engine, EngineTiming
 from rtl.isa import INSN_BITS
 
 from .memory import BramMemory
@@ -63,6 +63,7 @@ class BuildTop(wiring.Component):
             "scratchpad Q": g.q_rows * g.q_row_bytes * 8,
             "accumulator": g.acc_rows * g.acc_row_bytes * 8,
             "memory": self.mem_words * self.config.mem_bytes_per_cycle * 8,
+            "instruction queues": 3 * INSN_BITS * EngineTiming.queue_depth,
         }
 
     def elaborate(self, platform):
