@@ -60,13 +60,17 @@ class Requantizer(wiring.Component):
     ``o``: a stream of results (:func:`out_layout`) in input order, ``last`` carried through.
 
     Stages, one register each (a beat accepted in cycle ``c`` is valid on ``o`` in cycle
-    ``c + latency``): bias add, saturating left shift, 32x32->64 product, rounding high half,
-    rounding divide, zero point + ReLU + clamp. While a result waits on ``o`` (valid, not ready)
-    the whole pipeline holds and ``i.ready`` is low; otherwise it accepts a beat every cycle.
+    ``c + latency``): bias add, saturating left shift, four 16x16 partial products, their sum
+    (the 32x32->64 product), rounding high half, rounding divide, zero point + ReLU + clamp.
+    (The product takes two stages so that an FPGA's multiplier and its 64-bit carry chain are
+    not in one: on ECP5 that one stage held the 8x8 engine to 57 MHz.) While a result waits on
+    ``o`` (valid, not ready) the whole pipeline holds and ``i.ready`` is low; otherwise it
+    accepts a beat every cycle.
     """
 
     #: the pipeline's stages, in order; each ends in a register
-    STAGES = ("bias", "left_shift", "multiply", "high_half", "divide", "output")
+    STAGES = ("bias", "left_shift", "partial_products", "product", "high_half", "divide",
+              "output")
 
     def __init__(self, *, lanes: int, acc_bits: int = 32, out_bits: int = 8):
         if isinstance(lanes, bool) or not isinstance(lanes, int) or lanes < 1:
@@ -139,9 +143,18 @@ class Requantizer(wiring.Component):
             m2 = reg(m1, s32, f"m2_{k}")
             r2 = reg(Mux(s1 < 0, -s1, 0)[:5], unsigned(5), f"r2_{k}")
 
-            # 3. the 32x32->64 product
-            ab = reg(x2 * m2, signed(64), f"ab3_{k}")
-            r3 = reg(r2, unsigned(5), f"r3_{k}")
+            # 3. the 32x32->64 product as four partial products of 16-bit halves, each one
+            # DSP block (a signed high half times a zero-extended low half fits 18x18), then
+            # their sum: two registers, so no stage holds both a multiplier and a 64-bit carry
+            xh, xl = x2[16:].as_signed(), x2[:16].as_unsigned()
+            mh, ml = m2[16:].as_signed(), m2[:16].as_unsigned()
+            hh = reg(xh * mh, signed(32), f"hh3_{k}")
+            hl = reg(xh * ml, signed(33), f"hl3_{k}")
+            lh = reg(xl * mh, signed(33), f"lh3_{k}")
+            ll = reg(xl * ml, unsigned(32), f"ll3_{k}")
+            r3a = reg(r2, unsigned(5), f"r3a_{k}")
+            ab = reg((hh << 32) + ((hl + lh) << 16) + ll, signed(64), f"ab3_{k}")
+            r3 = reg(r3a, unsigned(5), f"r3_{k}")
 
             # 4. SaturatingRoundingDoublingHighMul's high half. gemmlowp adds 2**30 (ab >= 0) or
             # 1 - 2**30 (ab < 0) and divides by 2**31 truncating; for ab < 0 truncation is
