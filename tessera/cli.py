@@ -94,6 +94,15 @@ def _cmd_sim(args: argparse.Namespace, config: EngineConfig) -> int:
     return 0
 
 
+def _verdict(result: dict) -> str:
+    """One phrase on a cosim result: bit-exact, how many elements differ, or the RTL's error."""
+    if result["bit_exact"]:
+        return "bit-exact"
+    if result["error"] is None:
+        return f"MISMATCH: {result['mismatches']} of {result['elements']} elements differ"
+    return f"ERROR: {result['error']}"
+
+
 def _cmd_cosim(args: argparse.Namespace, config: EngineConfig) -> int:
     from mapping.gemm import PlanError
     from sim.cosim import cosim_gemm
@@ -111,9 +120,7 @@ def _cmd_cosim(args: argparse.Namespace, config: EngineConfig) -> int:
     if args.json:
         print(json.dumps(result, indent=2))
     else:
-        verdict = "bit-exact" if result["bit_exact"] else (
-            f"MISMATCH: {result['mismatches']} of {result['elements']} elements differ"
-            if result["error"] is None else f"ERROR: {result['error']}")
+        verdict = _verdict(result)
         kind = "int8 (requantized)" if args.requant else "int32"
         print(f"gemm {args.m}x{args.k}x{args.n} on {config.label}, {kind} output: {verdict}")
         c = result["counters"]
@@ -165,9 +172,7 @@ def _cmd_cosim_op(args: argparse.Namespace, config: EngineConfig) -> int:
     if args.json:
         print(json.dumps(result, indent=2))
     else:
-        verdict = "bit-exact" if result["bit_exact"] else (
-            f"MISMATCH: {result['mismatches']} of {result['elements']} elements differ"
-            if result["error"] is None else f"ERROR: {result['error']}")
+        verdict = _verdict(result)
         print(f"{args.model} {row.name} ({row.kind} {row.shape}, one of {row.count}) on "
               f"{config.label}: {verdict}")
         print(f"  RTL {result['cycles']:,} cycles, mapper {g['cycles']:,} "
