@@ -38,7 +38,7 @@ class SystolicArray(wiring.Component):
     @property
     def latency(self) -> int:
         """Cycles for an operand entering PE(0,0) to reach PE(rows-1, cols-1)'s output."""
-        return (self.config.rows + self.config.cols - 1) * PE.latency
+        return (self.config.rows + self.config.cols - 2) * PE.hop + PE.latency
 
     def elaborate(self, platform):
         m = Module()

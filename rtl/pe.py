@@ -14,6 +14,12 @@ __all__ = ["PE"]
 class PE(wiring.Component):
     """One PE. Every output is a register, so links between neighbours are registered.
 
+    The product is registered before it is added (``product`` register), so the multiplier
+    (a DSP block on an FPGA) and the accumulator's adder are separate pipeline stages: a
+    result takes :attr:`latency` = 2 cycles from its operands, while operands still hop one PE
+    per cycle. Every PE is one cycle later by the same amount, so the systolic wave keeps its
+    shape and only the array's output moves, which :class:`~rtl.tile.TileTiming` accounts for.
+
     ``dataflow="os"`` (output-stationary): ``a`` passes right, ``b`` passes down, the PE adds
     ``a * b`` into its accumulator. ``a_last`` travels with ``a``: the cycle it is set, the
     finished sum (including this product) moves into the output register and the accumulator
@@ -31,8 +37,10 @@ class PE(wiring.Component):
     ``EnableInserter`` to stall it.
     """
 
-    #: cycles from an input to the matching registered output
-    latency = 1
+    #: cycles from operands in to the result they make (product register, then the sum)
+    latency = 2
+    #: cycles an operand takes to pass to the neighbouring PE
+    hop = 1
 
     def __init__(self, *, dataflow: str = "os", in_bits: int = 8, acc_bits: int = 32):
         if dataflow not in DATAFLOWS:
@@ -72,8 +80,11 @@ class PE(wiring.Component):
                 self.a_last_out.eq(self.a_last_in),
                 self.c_out.eq(out),  # the link register of the drain chain
             ]
-            total = acc + self.product(self.a_in, self.b_in)
-            with m.If(self.a_last_in):
+            prod = Signal(signed(2 * self.in_bits))
+            last = Signal()   # a_last, in step with the product register
+            m.d.sync += [prod.eq(self.product(self.a_in, self.b_in)), last.eq(self.a_last_in)]
+            total = acc + prod
+            with m.If(last):
                 m.d.sync += [out.eq(total), acc.eq(0)]
             with m.Else():
                 m.d.sync += [out.eq(self.c_in), acc.eq(total)]
@@ -83,7 +94,11 @@ class PE(wiring.Component):
             m.d.comb += self.w_out.eq(shadow)
             m.d.sync += self.a_swap_out.eq(self.a_swap_in)
             weight = Mux(self.a_swap_in, shadow, active)
-            m.d.sync += self.psum_out.eq(self.psum_in + self.product(self.a_in, weight))
+            # The product register delays this PE's term by one cycle; the partial sum from the
+            # PE above comes out of its own product + sum stages one hop later, so they meet.
+            prod = Signal(signed(2 * self.in_bits))
+            m.d.sync += prod.eq(self.product(self.a_in, weight))
+            m.d.sync += self.psum_out.eq(self.psum_in + prod)
             with m.If(self.a_swap_in):
                 m.d.sync += active.eq(shadow)
             with m.If(self.w_shift):

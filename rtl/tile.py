@@ -10,6 +10,7 @@ from amaranth.lib.wiring import In, Out
 
 from .array import SystolicArray
 from .config import EngineConfig
+from .pe import PE
 from .skew import Skew
 
 __all__ = ["TileEngine", "TileTiming", "a_layout", "b_layout", "c_layout"]
@@ -45,12 +46,13 @@ class TileTiming:
     def latency(self) -> int:
         """Cycles from accepting a beat of ``a`` to its first result beat being valid on ``c``.
 
-        For ``ws`` that is from row m of A to row m of C: the input register, R+C-1 PE hops and
-        the deskew, ``rows + cols``. For ``os`` it is from the tile's last beat to the tile's
-        first row (row R-1), one more for the drain chain's link register: ``rows + cols + 1``.
+        For ``ws`` that is from row m of A to row m of C: the input register, R+C-2 PE hops,
+        the last PE's product and sum registers (:attr:`PE.latency <rtl.pe.PE.latency>`) and
+        the deskew, ``rows + cols + 1``. For ``os`` it is from the tile's last beat to the
+        tile's first row (row R-1), one more for the drain chain's link register.
         """
         cfg = self.config
-        return cfg.rows + cfg.cols + (1 if cfg.dataflow == "os" else 0)
+        return (cfg.rows + cfg.cols - 2) * PE.hop + PE.latency + 1 + (cfg.dataflow == "os")
 
     @property
     def min_tile_cycles(self) -> int:
