@@ -33,10 +33,21 @@ class Board:
     bram_kbit: int           # kilobits per block
     clock_hz: int            # the board's oscillator
     open_flow: bool = True   # built here with YoWASP tools; False: files for the vendor flow
+    #: (rx, tx) pins of connector ``io`` 0 for the host link, on a board whose platform has
+    #: no UART (a 3.3 V USB-serial adapter goes there)
+    header_uart: tuple[str, str] | None = None
 
     def make_platform(self):
         module, cls = self.platform.split(":")
-        return getattr(importlib.import_module(f"amaranth_boards.{module}"), cls)()
+        platform = getattr(importlib.import_module(f"amaranth_boards.{module}"), cls)()
+        if self.header_uart is not None:
+            from amaranth.build import Attrs
+            from amaranth_boards.resources import UARTResource
+
+            rx, tx = self.header_uart
+            platform.add_resources([UARTResource(0, rx=rx, tx=tx, conn=("io", 0),
+                                                 attrs=Attrs(IO_TYPE="LVCMOS33"))])
+        return platform
 
     @property
     def bram_bits(self) -> int:
@@ -55,10 +66,12 @@ BOARDS: dict[str, Board] = {b.name: b for b in [
           25_000_000),
     Board("ulx3s-85f", "ulx3s:ULX3S_85F_Platform", "ecp5", "LFE5U-85F", 83_640, 156, 208, 18,
           25_000_000),
+    # OrangeCrab has no UART chip (its USB goes straight to the FPGA): the host link uses the
+    # Feather header's RX (0) and TX (1) pins
     Board("orangecrab", "orangecrab_r0_2:OrangeCrabR0_2_25FPlatform", "ecp5", "LFE5U-25F",
-          24_288, 28, 56, 18, 48_000_000),
+          24_288, 28, 56, 18, 48_000_000, header_uart=("0", "1")),
     Board("orangecrab-85f", "orangecrab_r0_2:OrangeCrabR0_2_85FPlatform", "ecp5", "LFE5U-85F",
-          83_640, 156, 208, 18, 48_000_000),
+          83_640, 156, 208, 18, 48_000_000, header_uart=("0", "1")),
     Board("icebreaker", "icebreaker:ICEBreakerPlatform", "ice40", "iCE40UP5K", 5_280, 8, 30, 4,
           12_000_000),
     Board("arty-a7-35", "arty_a7:ArtyA7_35Platform", "xilinx7", "xc7a35ti", 20_800, 90, 50, 36,

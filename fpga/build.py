@@ -49,6 +49,9 @@ class BuildReport:
     seconds: float = 0.0
     directory: str = ""
     bitstream: str | None = None
+    memory_bytes: int = 0            # the block-RAM memory the host link reads and writes
+    baud: int = 0                    # the host link's UART
+    clock_hz: int = 0                # the clock the design runs from (the board's oscillator)
 
     @property
     def meets_timing(self) -> bool | None:
@@ -77,32 +80,44 @@ def _brams_for(bits_wide: int, depth: int, board: Board) -> int:
     return min(-(-bits_wide // w) * -(-depth // d) for w, d in _BRAM_SHAPES[board.family])
 
 
-def check_fit(board: Board, config: EngineConfig, memories: dict[str, tuple[int, int]]) -> None:
-    """Refuse, with the reason, a configuration that cannot fit ``board``.
+def dsp_multipliers(config: EngineConfig) -> int:
+    """Multipliers the engine asks of DSP blocks: one per PE, and the requantizer's per lane."""
+    from rtl.requant import Requantizer
 
-    ``memories``: name -> (width in bits, depth). Block RAM is counted per memory at its best
-    aspect ratio; multipliers beyond the DSP blocks are counted as LUTs.
+    return config.pes + Requantizer.MULTIPLIERS_PER_LANE * config.cols
+
+
+def check_fit(board: Board, config: EngineConfig,
+              memories: dict[str, tuple[int, int, int]]) -> None:
+    """Refuse, with every reason, a configuration that cannot fit ``board``.
+
+    ``memories``: name -> (width in bits, depth, copies). Block RAM is counted per memory at its
+    best aspect ratio; multipliers beyond the DSP blocks are counted as LUTs.
     """
-    needs = {name: _brams_for(wd, dp, board) for name, (wd, dp) in memories.items()}
+    needs = {name: n * _brams_for(wd, dp, board) for name, (wd, dp, n) in memories.items()}
     total = sum(needs.values())
-    largest = max(needs, key=needs.get) if needs else ""
+    problems = []
     if total > board.bram_blocks:
+        largest = max(needs, key=needs.get)
         parts = ", ".join(f"{name} {n}" for name, n in needs.items())
-        kbit = sum(wd * dp for wd, dp in memories.values()) / 1024
-        raise BoardError(
-            f"{config.label} does not fit {board.name} ({board.device}): its memories need "
-            f"{total} block RAMs ({parts}; {kbit:,.0f} Kbit), the device has "
+        kbit = sum(wd * dp * n for wd, dp, n in memories.values()) / 1024
+        problems.append(
+            f"its memories need {total} block RAMs ({parts}; {kbit:,.0f} Kbit), the device has "
             f"{board.bram_blocks} of {board.bram_kbit} Kbit"
             + ("; smaller --spad-kib / --acc-kib would help" if largest in
                ("scratchpad A", "scratchpad B", "accumulator") else
                f"; the {largest} alone need {needs[largest]}"))
-    soft = max(0, config.pes - board.dsps)
+    mults = dsp_multipliers(config)
+    soft = max(0, mults - board.dsps)
     luts = soft * LUTS_PER_SOFT_MULT // (2 if board.family == "xilinx7" else 1)
-    if luts > board.luts:
-        raise BoardError(
-            f"{config.label} does not fit {board.name} ({board.device}): {config.pes} "
-            f"multipliers, {board.dsps} DSP blocks; the other {soft} need about {luts:,} "
-            f"LUTs, the device has {board.luts:,}")
+    if luts > board.luts // 2:
+        problems.append(
+            f"{mults} multipliers ({config.pes} PEs, {mults - config.pes} in the requantizer) "
+            f"and {board.dsps} DSP blocks: the other {soft} would take about {luts:,} LUTs, "
+            f"over half the device's {board.luts:,}")
+    if problems:
+        raise BoardError(f"{config.label} does not fit {board.name} ({board.device}): "
+                         + "; and ".join(problems))
 
 
 def tool_env() -> dict[str, str]:
@@ -125,20 +140,55 @@ def tool_env() -> dict[str, str]:
     return env
 
 
-def build(board: Board, config: EngineConfig, *, synth_only: bool = False,
-          out: Path | None = None) -> BuildReport:
-    """Build ``config`` for ``board``; see the module's description."""
-    from .top import BuildTop
+#: memory the board top gets by default: what the block RAM left over holds, up to this
+DEFAULT_MEM_KIB = 64
+#: baud rate of the host link unless told otherwise
+DEFAULT_BAUD = 115_200
 
-    top = BuildTop(config)
-    g_bits = top.memory_bits
-    memories = _memory_shapes(config, top)
-    try:
-        check_fit(board, config, memories)
-    except BoardError:
-        top._MustUse__silence = True  # never elaborated: refused before building
-        raise
-    assert set(g_bits) == set(memories)
+
+def make_top(board: Board, config: EngineConfig, *, baud: int = DEFAULT_BAUD,
+             mem_kib: int | None = None):
+    """The :class:`~fpga.top.BoardTop` for ``board``, refused (with the reason) if it cannot
+    fit. Its memory gets ``mem_kib`` KiB, or by default the largest power of two up to
+    :data:`DEFAULT_MEM_KIB` that the block RAM the engine leaves can hold (at least 1 KiB).
+    The design runs from the board's oscillator; the UART divides that clock to ``baud``."""
+    from .top import BoardTop
+    from .uart import divisor_for
+
+    w = config.mem_bytes_per_cycle
+    divisor = divisor_for(board.clock_hz, baud)
+
+    def top_with(kib: int) -> BoardTop:
+        top = BoardTop(config, mem_words=max(4, kib * 1024 // w), divisor=divisor,
+                       clock_hz=board.clock_hz)
+        top._MustUse__silence = True   # elaborated only if it is the one returned
+        return top
+
+    if mem_kib is not None:
+        if mem_kib < 1 or mem_kib & (mem_kib - 1):
+            raise BoardError(f"--mem-kib must be a power of two of at least 1, not {mem_kib}")
+        top = top_with(mem_kib)
+        check_fit(board, config, top.memory_shapes)
+    else:
+        kib = DEFAULT_MEM_KIB
+        while True:
+            top = top_with(kib)
+            try:
+                check_fit(board, config, top.memory_shapes)
+                break
+            except BoardError:
+                if kib == 1:
+                    raise
+                kib //= 2
+    top._MustUse__silence = False
+    return top
+
+
+def build(board: Board, config: EngineConfig, *, synth_only: bool = False,
+          out: Path | None = None, baud: int = DEFAULT_BAUD,
+          mem_kib: int | None = None) -> BuildReport:
+    """Build ``config`` for ``board``; see the module's description."""
+    top = make_top(board, config, baud=baud, mem_kib=mem_kib)
     directory = out or ROOT / "build" / "fpga" / f"{board.name}-{config.key}"
     directory.mkdir(parents=True, exist_ok=True)
     platform = board.make_platform()
@@ -147,7 +197,8 @@ def build(board: Board, config: EngineConfig, *, synth_only: bool = False,
 
     platform.lookup(platform.default_clk).clock = Clock(config.clock_mhz * 1e6)
     report = BuildReport(board=board.name, device=board.device, config=config.label,
-                         stage="files", target_mhz=config.clock_mhz, directory=str(directory))
+                         stage="files", target_mhz=config.clock_mhz, directory=str(directory),
+                         memory_bytes=top.mem_bytes, baud=baud, clock_hz=board.clock_hz)
     t0 = time.perf_counter()
     if not board.open_flow:
         plan = platform.build(top, name="top", build_dir=str(directory), do_build=False)
@@ -179,24 +230,6 @@ def build(board: Board, config: EngineConfig, *, synth_only: bool = False,
     report.seconds = time.perf_counter() - t0
     (directory / "tessera_report.json").write_text(json.dumps(report.to_dict(), indent=2))
     return report
-
-
-def _memory_shapes(config: EngineConfig, top) -> dict[str, tuple[int, int]]:
-    from rtl import isa
-    from rtl.engine import EngineTiming
-
-    g = isa.geometry(config)
-    w = config.mem_bytes_per_cycle
-    return {
-        "scratchpad A": (g.a_row_bytes * 8, g.a_rows),
-        "scratchpad B": (g.b_row_bytes * 8, g.b_rows),
-        "scratchpad Q": (g.q_row_bytes * 8, g.q_rows),
-        "accumulator": (g.acc_row_bytes * 8, g.acc_rows),
-        # two banks of half the words each
-        "memory": (w * 8, top.mem_words),
-        # the load, compute and store queues, each QUEUE_DEPTH instruction words
-        "instruction queues": (3 * isa.INSN_BITS, EngineTiming.queue_depth),
-    }
 
 
 def _run(cmd: list[str], cwd: Path, env: dict[str, str]) -> None:

@@ -1,128 +1,174 @@
-"""What goes on the FPGA: the engine, its memory in block RAM, a program in ROM.
+"""What goes on the FPGA: the engine, its memory in block RAM, a program memory, the host link.
 
-:class:`BuildTop` is the engine with :class:`~fpga.memory.BramMemory` standing in for external
-memory and a GEMM program in an instruction ROM, started by reset. It shows ``done`` and
-``error`` on two LEDs and a running XOR of every word the engine writes to memory on the rest,
-so synthesis cannot trim the datapath away. It is what ``tessera fpga build`` places and routes
-to report resources and Fmax. (The UART host link that loads programs and data from a PC is
-not written yet.)
+:class:`BoardTop` is the engine with :class:`~fpga.memory.BramMemory` standing in for external
+memory, a program memory the host fills, and :class:`~fpga.link.HostLink` on the board's UART.
+The host writes operands and a program, starts the engine, polls its status and reads the
+results and counters back (:mod:`fpga.host`). Three LEDs show done, error and running.
+
+START resets the engine (its queues, tokens, error and counters; the memories keep their
+contents) and feeds it instructions ``0 .. count-1``; RESET stops a run that does not end.
+While the engine runs it owns the memory port, and the link refuses memory and program
+requests (``BUSY``); otherwise the link has it.
 """
 
 from __future__ import annotations
 
-from amaranth.hdl import Module, Signal, unsigned
+from amaranth.hdl import Module, Mux, ResetInserter, Signal, unsigned
 from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
-from amaranth.lib.wiring import Out
+from amaranth.lib.wiring import In, Out
 
 from rtl import isa
-from rtl.config import EngineConfig
+from rtl.config import EngineConfig, refuse
 from rtl.engine import Engine, EngineTiming
 from rtl.isa import INSN_BITS
 
+from .link import HostLink
 from .memory import BramMemory
+from .protocol import MAX_PAYLOAD, config_tag
 
-__all__ = ["BuildTop", "default_program"]
+__all__ = ["BoardTop"]
 
-#: LEDs the top drives on a board that has them (done, error, 6 bits of write checksum)
-LEDS = 8
-
-
-def default_program(config: EngineConfig) -> tuple[list[int], int]:
-    """A GEMM of two array tiles in each dimension, requantized: its instruction words and the
-    memory it needs, in words of ``mem_bytes_per_cycle`` bytes (a power of two)."""
-    from mapping.gemm import plan_gemm
-
-    plan = plan_gemm(config, 2 * config.rows, 2 * config.rows, 2 * config.cols, requant=True)
-    words = isa.assemble(plan.program, config)
-    need = -(-plan.layout.size // config.mem_bytes_per_cycle)
-    return words, max(4, 1 << (need - 1).bit_length())
+#: default words of program memory (one block RAM deep on ECP5, 17 wide)
+IMEM_DEPTH = 512
+#: the host link's frame buffer
+FRAME_BYTES = MAX_PAYLOAD
 
 
-class BuildTop(wiring.Component):
-    """Engine + block-RAM memory + program ROM; outputs ``done``, ``error``, ``checksum``."""
+class BoardTop(wiring.Component):
+    """Engine + block-RAM memory of ``mem_words`` words + program memory + UART host link.
 
-    def __init__(self, config: EngineConfig, *, program: list[int] | None = None,
-                 mem_words: int | None = None):
+    ``divisor``: clock cycles per UART bit (``clock_hz / baud``); ``clock_hz``: the clock the
+    design runs at, reported to the host.
+    """
+
+    def __init__(self, config: EngineConfig, *, mem_words: int, divisor: int, clock_hz: int,
+                 imem_depth: int = IMEM_DEPTH):
+        if imem_depth < 2 or imem_depth & (imem_depth - 1) or imem_depth > 1 << 15:
+            raise refuse(self, f"program memory depth must be a power of two from 2 to 32768, "
+                               f"not {imem_depth}")
         self.config = config
-        if program is None:
-            program, need = default_program(config)
-            mem_words = mem_words or need
-        self.program = program
-        self.mem_words = mem_words or 1024
-        self.imem_depth = max(2, 1 << (len(program) - 1).bit_length())
-        super().__init__({"done": Out(1), "error": Out(1), "checksum": Out(LEDS - 2)})
+        self.mem_words = mem_words
+        self.imem_depth = imem_depth
+        self.divisor = divisor
+        self.clock_hz = clock_hz
+        super().__init__({"rx": In(1, init=1), "tx": Out(1, init=1),
+                          "done": Out(1), "error": Out(1), "running": Out(1)})
 
     @property
-    def memory_bits(self) -> dict[str, int]:
-        """Bits of each memory the top holds, for a fit check before synthesis."""
+    def mem_bytes(self) -> int:
+        return self.mem_words * self.config.mem_bytes_per_cycle
+
+    @property
+    def memory_shapes(self) -> dict[str, tuple[int, int, int]]:
+        """Each memory the top holds as (width in bits, depth, copies), for a fit check before
+        synthesis. A block RAM has one read port beside its write port, so a memory read from
+        two places is held twice (as Yosys maps it)."""
         g = isa.geometry(self.config)
+        w = self.config.mem_bytes_per_cycle
         return {
-            "scratchpad A": g.a_rows * g.a_row_bytes * 8,
-            "scratchpad B": g.b_rows * g.b_row_bytes * 8,
-            "scratchpad Q": g.q_rows * g.q_row_bytes * 8,
-            "accumulator": g.acc_rows * g.acc_row_bytes * 8,
-            "memory": self.mem_words * self.config.mem_bytes_per_cycle * 8,
-            "instruction queues": 3 * INSN_BITS * EngineTiming.queue_depth,
+            "scratchpad A": (g.a_row_bytes * 8, g.a_rows, 1),
+            "scratchpad B": (g.b_row_bytes * 8, g.b_rows, 1),
+            "scratchpad Q": (g.q_row_bytes * 8, g.q_rows, 1),
+            # read to accumulate into and read to store: two copies
+            "accumulator": (g.acc_row_bytes * 8, g.acc_rows, 2),
+            "memory": (w * 8, self.mem_words, 1),
+            # the load, compute and store queues
+            "instruction queues": (INSN_BITS, EngineTiming.queue_depth, 3),
+            "program memory": (INSN_BITS, self.imem_depth, 1),
+            "frame buffer": (8, FRAME_BYTES, 1),
         }
 
     def elaborate(self, platform):
         m = Module()
-        m.submodules.engine = engine = Engine(self.config)
+        engine_reset = Signal()
+        engine = Engine(self.config)
+        m.submodules.engine = ResetInserter({"sync": engine_reset})(engine)
         m.submodules.mem = mem = BramMemory(self.config, words=self.mem_words)
-        # the ROM holds raw instruction words; the engine reads them as its layout
         m.submodules.imem = imem = Memory(shape=unsigned(INSN_BITS), depth=self.imem_depth,
-                                          init=self.program)
-        wiring.connect(m, engine.mem, mem.port)
+                                          init=[])
+        m.submodules.link = link = HostLink(
+            self.config, mem_bytes=self.mem_bytes, imem_depth=self.imem_depth,
+            divisor=self.divisor, clock_hz=self.clock_hz, tag=config_tag(self.config))
+        m.d.comb += [link.rx.eq(self.rx), self.tx.eq(link.tx)]
 
-        rd = imem.read_port(domain="comb")
-        pc = Signal(range(self.imem_depth + 1))
-        n = len(self.program)
-        m.d.comb += [rd.addr.eq(pc), engine.insn.valid.eq(pc < n),
+        # -- program memory: written by the link, read by the instruction feed ---------------
+        wr = imem.write_port()
+        m.d.comb += [wr.addr.eq(link.prog_addr), wr.data.eq(link.prog_data),
+                     wr.en.eq(link.prog_en)]
+        rd = imem.read_port()
+        go = Signal()          # a run is on: feeding instructions or waiting for the engine
+        finished = Signal()    # the last run ended with every instruction done
+        pc = Signal(16)
+        count = Signal(16)
+        accept = engine.insn.valid & engine.insn.ready
+        # the read port is synchronous: address the word the next cycle will show
+        m.d.comb += [rd.addr.eq(Mux(link.start, 0, pc + accept)),
+                     engine.insn.valid.eq(go & (pc < count)),
                      engine.insn.payload.eq(rd.data)]
-        with m.If(engine.insn.valid & engine.insn.ready):
+        with m.If(accept):
             m.d.sync += pc.eq(pc + 1)
-        m.d.comb += [self.done.eq((pc == n) & engine.idle), self.error.eq(engine.error)]
+        ended = go & (pc == count) & engine.idle
+        cycles = Signal(32)    # of the current or last run: from START to its end
+        with m.If(go):
+            m.d.sync += cycles.eq(cycles + 1)
+        with m.If(link.start):
+            m.d.comb += engine_reset.eq(1)
+            m.d.sync += [go.eq(1), finished.eq(0), pc.eq(0), count.eq(link.count),
+                         cycles.eq(0)]
+        with m.Elif(link.abort):
+            m.d.comb += engine_reset.eq(1)
+            m.d.sync += [go.eq(0), finished.eq(0)]
+        with m.Elif(ended | engine.error):
+            m.d.sync += [go.eq(0), finished.eq(ended & ~engine.error)]
 
-        # every word written to memory folds into a checksum, so the datapath is observable
-        req = engine.mem.req
-        fold = Signal(len(self.checksum))
-        bits = req.payload.data.as_value()
-        with m.If(req.valid & req.ready & req.payload.write):
-            acc = fold
-            for i in range(0, len(bits), len(fold)):
-                acc = acc ^ bits[i:i + len(fold)]
-            m.d.sync += fold.eq(acc)
-        m.d.comb += self.checksum.eq(fold)
+        # -- memory port: the engine's while it runs, the link's otherwise ---------------------
+        port = mem.port
+        m.d.comb += [port.rdata.ready.eq(1),
+                     engine.mem.rdata.payload.eq(port.rdata.payload),
+                     link.mem.rdata.payload.eq(port.rdata.payload)]
+        with m.If(go):
+            m.d.comb += [port.req.valid.eq(engine.mem.req.valid),
+                         port.req.payload.eq(engine.mem.req.payload),
+                         engine.mem.req.ready.eq(port.req.ready),
+                         engine.mem.rdata.valid.eq(port.rdata.valid)]
+        with m.Else():
+            m.d.comb += [port.req.valid.eq(link.mem.req.valid),
+                         port.req.payload.eq(link.mem.req.payload),
+                         link.mem.req.ready.eq(port.req.ready),
+                         link.mem.rdata.valid.eq(port.rdata.valid)]
+
+        m.d.comb += [link.running.eq(go), link.done.eq(finished), link.error.eq(engine.error),
+                     link.error_code.eq(engine.error_code), link.pc.eq(pc), link.cycles.eq(cycles),
+                     link.counters.eq(engine.counters)]
+        m.d.comb += [self.done.eq(finished), self.error.eq(engine.error), self.running.eq(go)]
 
         if platform is not None:
-            from amaranth.build import ResourceError
-
-            shown = [self.done, self.error, *self.checksum]
-            from amaranth.lib import io
-
-            leds = []
-            for i in range(LEDS):
-                try:
-                    pin = platform.request("led", i, dir="-")
-                except ResourceError:
-                    break
-                m.submodules[f"led{i}"] = buf = io.Buffer("o", pin)
-                leds.append(buf.o)
-            if not leds:
-                raise ResourceError(f"{type(platform).__name__} has no LED to show done on")
-            # a board with fewer LEDs shows the checksum folded onto the ones it has
-            drive = [[] for _ in leds]
-            for i, sig in enumerate(shown):
-                if i < len(leds):
-                    drive[i].append(sig)
-                elif len(leds) > 2:
-                    drive[2 + (i - 2) % (len(leds) - 2)].append(sig)
-                else:
-                    drive[-1].append(sig)
-            for led, sigs in zip(leds, drive, strict=True):
-                value = sigs[0]
-                for sig in sigs[1:]:
-                    value = value ^ sig
-                m.d.comb += led.eq(value)
+            self._connect_board(m, platform)
         return m
+
+    def _connect_board(self, m, platform):
+        """The UART pins and up to three LEDs (done, error, running) of the board."""
+        from amaranth.build import ResourceError
+        from amaranth.lib import io
+
+        uart = platform.request("uart", 0, dir={"rx": "-", "tx": "-"})
+        m.submodules.uart_rx = rx = io.Buffer("i", uart.rx)
+        m.submodules.uart_tx = tx = io.Buffer("o", uart.tx)
+        m.d.comb += [self.rx.eq(rx.i), tx.o.eq(self.tx)]
+        shown = [self.done, self.error, self.running]
+        pins = []
+        for i in range(len(shown)):
+            try:
+                pins.append(platform.request("led", i, dir="-"))
+            except ResourceError:
+                break
+        if not pins:
+            try:
+                rgb = platform.request("rgb_led", 0, dir={"r": "-", "g": "-", "b": "-"})
+                pins = [rgb.g, rgb.r, rgb.b]   # green done, red error, blue running
+            except ResourceError:
+                pins = []
+        for i, (pin, sig) in enumerate(zip(pins, shown, strict=False)):
+            m.submodules[f"led{i}"] = buf = io.Buffer("o", pin)
+            m.d.comb += buf.o.eq(sig)

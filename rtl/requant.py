@@ -69,6 +69,9 @@ class Requantizer(wiring.Component):
     """
 
     #: the pipeline's stages, in order; each ends in a register
+    #: multipliers per lane: the 32x32 product's four 16x16 partial products (a DSP block each)
+    MULTIPLIERS_PER_LANE = 4
+
     STAGES = ("bias", "left_shift", "partial_products", "product", "high_half", "divide",
               "output")
 

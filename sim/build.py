@@ -61,11 +61,12 @@ def tool_env() -> Iterator[None]:
                 os.environ[k] = v
 
 
-def _source_hash(*extra: str) -> str:
+def _source_hash(*extra: str, board: bool = False) -> str:
     h = hashlib.sha256()
     # Only what shapes the compiled model: the RTL, the harness, the waivers and these flags.
     # Testbenches and the regression driver run in Python; changing them needs no rebuild.
-    sources = sorted((ROOT / "rtl").glob("*.py")) + [
+    fpga = [f for f in sorted((ROOT / "fpga").glob("*.py")) if f.name != "host.py"]
+    sources = sorted((ROOT / "rtl").glob("*.py")) + (fpga if board else []) + [
         ROOT / "sim" / "harness.py", ROOT / "sim" / "engine_harness.py", WAIVERS,
         Path(__file__).resolve()]
     for path in sources:
@@ -109,19 +110,24 @@ def generate_harness(config: EngineConfig, *, depth: int) -> str:
 
 
 def build(config: EngineConfig, *, depth: int = 2048, waves: bool = False,
-          root: Path | None = None, kind: str = "tile", mem_words: int = 0) -> SimBuild:
+          root: Path | None = None, kind: str = "tile", mem_words: int = 0,
+          divisor: int = 8) -> SimBuild:
     """Build (or reuse) a Verilator simulator for ``config``; safe to call from parallel jobs.
 
     ``kind="tile"``: the tile engine between stimulus memories of ``depth`` beats.
     ``kind="engine"``: the programmable engine with ``depth`` instruction words and a simulated
     memory of ``mem_words`` words.
+    ``kind="board"``: the FPGA board top (:class:`fpga.top.BoardTop`: engine, block-RAM memory
+    of ``mem_words`` words, ``depth`` words of program memory, UART host link with ``divisor``
+    clock cycles per bit), driven through its UART pins.
     """
     from cocotb_tools.runner import VerilatorControlFile, get_runner
 
-    if kind not in ("tile", "engine"):
+    if kind not in ("tile", "engine", "board"):
         raise ValueError(f"unknown simulation top {kind!r}")
     root = root or ROOT / "build" / "sim"
-    key = f"{config.key}-{_source_hash(kind, str(depth), str(mem_words), str(waves))}"
+    key = f"{config.key}-" + _source_hash(kind, str(depth), str(mem_words), str(waves),
+                                          str(divisor), board=kind == "board")
     directory = root / f"{kind}-{config.rows}x{config.cols}-{config.dataflow}-{key}"
     result = SimBuild(config=config, directory=directory, depth=depth, waves=waves)
     stamp = directory / "built.ok"
@@ -136,6 +142,11 @@ def build(config: EngineConfig, *, depth: int = 2048, waves: bool = False,
         source = directory / f"{TOPLEVEL}.v"
         if kind == "tile":
             source.write_text(generate_harness(config, depth=depth))
+        elif kind == "board":
+            from fpga.top import BoardTop
+
+            source.write_text(to_verilog(BoardTop(config, mem_words=mem_words, divisor=divisor,
+                                                  clock_hz=100_000_000, imem_depth=depth)))
         else:
             from .engine_harness import EngineHarness
 

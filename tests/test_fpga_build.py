@@ -5,7 +5,15 @@ import json
 import pytest
 
 from fpga.boards import BOARDS, BoardError, board
-from fpga.build import _pnr_report, _synth_stats, build, check_fit
+from fpga.build import (
+    _brams_for,
+    _pnr_report,
+    _synth_stats,
+    build,
+    check_fit,
+    dsp_multipliers,
+    make_top,
+)
 from rtl.config import EngineConfig, preset
 from tessera.cli import main
 
@@ -29,7 +37,8 @@ def test_configs_that_cannot_fit_are_refused_with_the_reason(capsys):
     assert "--spad-kib" in err
     # too many multipliers for the DSP blocks and the LUTs
     big = preset("large").replace(rows=64, cols=64, spad_kib=4, acc_kib=4)
-    with pytest.raises(BoardError, match="multipliers, 28 DSP blocks"):
+    with pytest.raises(BoardError, match=r"4352 multipliers \(4096 PEs, 256 in the requantizer\) "
+                                         r"and 28 DSP blocks"):
         check_fit(board("ulx3s-12f"), big, {})
 
 
@@ -67,5 +76,12 @@ def test_smallest_preset_synthesizes_for_an_ecp5_board(capsys):
     assert out["stage"] == "synth"
     luts, available = out["resources"]["LUT4"]["used"], out["resources"]["LUT4"]["available"]
     assert 0 < luts < available
-    assert out["resources"]["DSP"]["used"] >= 16   # one per PE at least (and the requantizer)
-    assert out["resources"]["BRAM"]["used"] > 0
+    cfg, b = preset("tiny"), board("ulx3s-85f")
+    # the fit check's counts against what Yosys made: DSPs exactly, block RAM never under
+    assert out["resources"]["DSP"]["used"] == dsp_multipliers(cfg) == 32
+    top = make_top(b, cfg)
+    top._MustUse__silence = True
+    estimate = sum(n * _brams_for(w, d, b) for w, d, n in top.memory_shapes.values())
+    used = out["resources"]["BRAM"]["used"]
+    assert used <= estimate <= used + 8, (used, estimate)
+    assert out["memory_bytes"] == top.mem_bytes and out["baud"] == 115_200
