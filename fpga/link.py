@@ -129,19 +129,27 @@ class HostLink(wiring.Component):
                 is_cmd[p.Cmd.READ], arg_addr + read_count > self.mem_bytes, Mux(
                     is_cmd[p.Cmd.PROGRAM], arg_u16 + words > self.imem_depth,
                     is_cmd[p.Cmd.START] & ((arg_u16 == 0) | (arg_u16 > self.imem_depth)))))
+        # The checks run in two steps (their parts are registered in PRECHECK, combined in
+        # CHECK) so the deep compare logic of one never meets the decisions of the other.
+        checks = {name: Signal(name=f"check_{name}") for name in
+                  ("bad_crc", "too_long", "unknown", "short", "busy", "range")}
         verdict = Signal(8)
-        with m.If(sent_crc != crc):
+        with m.If(checks["bad_crc"]):
             m.d.comb += verdict.eq(p.Status.BAD_CRC)
-        with m.Elif(length > p.MAX_PAYLOAD):
+        with m.Elif(checks["too_long"]):
             m.d.comb += verdict.eq(p.Status.BAD_LENGTH)
-        with m.Elif(~known):
+        with m.Elif(checks["unknown"]):
             m.d.comb += verdict.eq(p.Status.BAD_COMMAND)
-        with m.Elif(short):
+        with m.Elif(checks["short"]):
             m.d.comb += verdict.eq(p.Status.BAD_LENGTH)
-        with m.Elif(needs_idle & self.running):
+        with m.Elif(checks["busy"]):
             m.d.comb += verdict.eq(p.Status.BUSY)
-        with m.Elif(out_of_range):
+        with m.Elif(checks["range"]):
             m.d.comb += verdict.eq(p.Status.RANGE)
+        # START and RESET leave as registered pulses: they reset the whole engine
+        start, abort = Signal(), Signal()
+        m.d.sync += [start.eq(0), abort.eq(0)]
+        m.d.comb += [self.start.eq(start), self.abort.eq(abort)]
 
         flags = Cat(self.running, self.done, self.error)
         status_payload = Cat(flags, Const(0, 5), self.error_code, Const(0, 4), self.pc,
@@ -206,11 +214,18 @@ class HostLink(wiring.Component):
                                 m.next = "CRC"
                         else:
                             m.d.sync += sent_crc.eq(byte)
-                            m.next = "CHECK"
+                            m.next = "PRECHECK"
                         if then is not None:
                             m.next = then
 
             # -- check it, then carry it out ----------------------------------------------------
+            with m.State("PRECHECK"):
+                m.d.sync += [checks["bad_crc"].eq(sent_crc != crc),
+                             checks["too_long"].eq(length > p.MAX_PAYLOAD),
+                             checks["unknown"].eq(~known), checks["short"].eq(short),
+                             checks["busy"].eq(needs_idle & self.running),
+                             checks["range"].eq(out_of_range)]
+                m.next = "CHECK"
             with m.State("CHECK"):
                 m.d.sync += [status.eq(verdict), rsp_len.eq(0), addr.eq(arg_addr),
                              pidx.eq(arg_u16)]
@@ -223,10 +238,10 @@ class HostLink(wiring.Component):
                     m.d.sync += [idx.eq(2), word_pos.eq(0)]
                     m.next = "P_FETCH"
                 with m.Elif(is_cmd[p.Cmd.START]):
-                    m.d.comb += self.start.eq(1)
+                    m.d.sync += start.eq(1)
                     m.next = "T_SYNC"
                 with m.Elif(is_cmd[p.Cmd.RESET]):
-                    m.d.comb += self.abort.eq(1)
+                    m.d.sync += abort.eq(1)
                     m.next = "T_SYNC"
                 with m.Elif(is_cmd[p.Cmd.READ]):
                     m.d.sync += rsp_len.eq(read_count)

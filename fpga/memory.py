@@ -95,20 +95,32 @@ class BramMemory(wiring.Component):
                 wr.en.eq(_pick(lo_here, lo_en, hi_en)),
             ]
 
-        # reads: the banks answer next cycle; shift the two words so byte `offset` comes first
+        # reads: the banks answer next cycle; shift the two words so byte `offset` comes first.
+        # Block RAM's clock-to-output is slow (about 6 ns on ECP5), so with a latency of 2 or
+        # more the two words are registered before the shift.
         r_valid, r_offset, r_keep, r_odd = Signal(), Signal(range(w)), Signal(w), Signal()
         m.d.sync += [r_valid.eq(fire & ~req.payload.write), r_offset.eq(offset),
                      r_keep.eq(keep), r_odd.eq(odd)]
         lo_word = _pick(r_odd, banks[1][0].data, banks[0][0].data)
         hi_word = _pick(r_odd, banks[0][0].data, banks[1][0].data)
-        both = Cat(lo_word, hi_word)
+        both = Signal(16 * w)
+        valid_prev = r_valid
+        delays = self.latency - 1
+        if delays:
+            q_valid, q_offset, q_keep = Signal(), Signal(range(w)), Signal(w)
+            m.d.sync += [both.eq(Cat(lo_word, hi_word)), q_valid.eq(r_valid),
+                         q_offset.eq(r_offset), q_keep.eq(r_keep)]
+            valid_prev, r_offset, r_keep = q_valid, q_offset, q_keep
+            delays -= 1
+        else:
+            m.d.comb += both.eq(Cat(lo_word, hi_word))
         shifted = Signal(8 * w)
         m.d.comb += shifted.eq(both.bit_select(r_offset * 8, 8 * w) if w > 1 else both[:8])
         beat = Signal(8 * w)
         m.d.comb += beat.eq(shifted & Cat(*(r_keep[i].replicate(8) for i in range(w))))
 
-        valid_prev, data_prev = r_valid, beat
-        for n in range(self.latency - 1):
+        data_prev = beat
+        for n in range(delays):
             v, d = Signal(name=f"rd_valid_{n}"), Signal(8 * w, name=f"rd_data_{n}")
             m.d.sync += [v.eq(valid_prev), d.eq(data_prev)]
             valid_prev, data_prev = v, d

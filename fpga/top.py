@@ -13,8 +13,9 @@ requests (``BUSY``); otherwise the link has it.
 
 from __future__ import annotations
 
-from amaranth.hdl import Module, Mux, ResetInserter, Signal, unsigned
+from amaranth.hdl import Module, ResetInserter, Signal, unsigned
 from amaranth.lib import wiring
+from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
@@ -31,6 +32,8 @@ __all__ = ["BoardTop"]
 
 #: default words of program memory (one block RAM deep on ECP5, 17 wide)
 IMEM_DEPTH = 512
+#: instruction words prefetched from program memory ahead of the engine
+FEED_DEPTH = 8
 #: the host link's frame buffer
 FRAME_BYTES = MAX_PAYLOAD
 
@@ -96,26 +99,38 @@ class BoardTop(wiring.Component):
         wr = imem.write_port()
         m.d.comb += [wr.addr.eq(link.prog_addr), wr.data.eq(link.prog_data),
                      wr.en.eq(link.prog_en)]
+        # The feed prefetches into a small FIFO so no path runs from the engine's decode back
+        # to the program memory's address (block RAM output is slow on ECP5): fetch addresses
+        # come from a register, words land in the FIFO a cycle later, the engine takes them.
         rd = imem.read_port()
+        m.submodules.feed = feed = ResetInserter({"sync": engine_reset})(
+            SyncFIFOBuffered(width=INSN_BITS, depth=FEED_DEPTH))
         go = Signal()          # a run is on: feeding instructions or waiting for the engine
         finished = Signal()    # the last run ended with every instruction done
-        pc = Signal(16)
+        fetch = Signal(16)     # next word to fetch
+        in_flight = Signal()   # a fetched word arrives next cycle
+        pc = Signal(16)        # words the engine has taken
         count = Signal(16)
+        issue = go & (fetch < count) & (feed.level + in_flight < FEED_DEPTH - 1)
+        m.d.comb += [rd.addr.eq(fetch), feed.w_en.eq(in_flight), feed.w_data.eq(rd.data)]
+        m.d.sync += in_flight.eq(issue & ~engine_reset)
+        with m.If(issue):
+            m.d.sync += fetch.eq(fetch + 1)
+        m.d.comb += [engine.insn.valid.eq(go & feed.r_rdy), engine.insn.payload.eq(feed.r_data),
+                     feed.r_en.eq(go & engine.insn.ready)]
         accept = engine.insn.valid & engine.insn.ready
-        # the read port is synchronous: address the word the next cycle will show
-        m.d.comb += [rd.addr.eq(Mux(link.start, 0, pc + accept)),
-                     engine.insn.valid.eq(go & (pc < count)),
-                     engine.insn.payload.eq(rd.data)]
         with m.If(accept):
             m.d.sync += pc.eq(pc + 1)
         ended = go & (pc == count) & engine.idle
-        cycles = Signal(32)    # of the current or last run: from START to its end
-        with m.If(go):
-            m.d.sync += cycles.eq(cycles + 1)
+        # a run's cycles count from the first instruction offered to the engine to its end
+        cycles = Signal(32)
+        counting = Signal()
+        with m.If(go & (counting | engine.insn.valid)):
+            m.d.sync += [cycles.eq(cycles + 1), counting.eq(1)]
         with m.If(link.start):
             m.d.comb += engine_reset.eq(1)
-            m.d.sync += [go.eq(1), finished.eq(0), pc.eq(0), count.eq(link.count),
-                         cycles.eq(0)]
+            m.d.sync += [go.eq(1), finished.eq(0), pc.eq(0), fetch.eq(0), count.eq(link.count),
+                         cycles.eq(0), counting.eq(0)]
         with m.Elif(link.abort):
             m.d.comb += engine_reset.eq(1)
             m.d.sync += [go.eq(0), finished.eq(0)]

@@ -33,6 +33,8 @@ STORE_SETUP = EngineTiming.store_setup
 STORE_PARAMS = EngineTiming.store_params
 QUEUE_DEPTH = EngineTiming.queue_depth
 REQUANT_LATENCY = EngineTiming.requant_latency
+#: writeback cycles beyond the first (the cycle model was written for a one-stage writeback)
+WRITEBACK_EXTRA = EngineTiming.writeback_latency - 1
 
 
 def _beats(length: int, w: int) -> int:
@@ -69,7 +71,8 @@ def _span(cfg: EngineConfig, insn: Insn) -> int:
     if insn.op == Op.LOAD:
         return load_beats(cfg, insn) + _mem_latency(cfg) + 1
     if insn.op == Op.COMPUTE:
-        return tile_stream_cycles(cfg, [a["extent"]]).cycles + COMPUTE_ISSUE_LATENCY + 1
+        return (tile_stream_cycles(cfg, [a["extent"]]).cycles + COMPUTE_ISSUE_LATENCY
+                + EngineTiming.writeback_latency)
     if insn.op == Op.STORE:
         params = STORE_PARAMS + REQUANT_LATENCY if a["requant"] else 0
         return STORE_SETUP + 3 + params + store_beats(cfg, insn)
@@ -371,7 +374,8 @@ class Replay:
                         last = max(first + extent - 1, prev_last + min_tile)
                         prev_last = last
                         beat_free = last + 1
-                        done = last + tile_latency + r  # written into the accumulator
+                        # written into the accumulator
+                        done = last + tile_latency + r + WRITEBACK_EXTRA
                         array_work += max(extent, min_tile)
                     else:
                         load_w = max(b_next, weights_free, start + COMPUTE_ISSUE_LATENCY)
@@ -381,7 +385,7 @@ class Replay:
                         weights_free = first + swap
                         last = first + extent - 1
                         beat_free = last + 1
-                        done = last + tile_latency + 1
+                        done = last + tile_latency + 1 + WRITEBACK_EXTRA
                         array_work += extent
                     counts[1] += extent
                     if push_c2l:
@@ -450,9 +454,9 @@ class Replay:
                 if tq:
                     token = tq[0]
                 elif os_:   # the next token comes from a compute not yet issued
-                    token = prev_last + min_tile + tile_latency + r + 1
+                    token = prev_last + min_tile + tile_latency + r + 1 + WRITEBACK_EXTRA
                 else:
-                    token = beat_free + tile_latency + 2
+                    token = beat_free + tile_latency + 2 + WRITEBACK_EXTRA
                 start = max(token, free[2 * u], last_dispatch + len(fed) + 1 + DISPATCH_LATENCY)
                 horizon = start + (LOAD_REQUEST_DELAY if u == 0 else STORE_SETUP + 2)
             if horizon is None and (load is None or store is None):
@@ -506,9 +510,9 @@ class Replay:
         left = array_work - self.array_work
         tile = self.tile
         if self.os:
-            array = self.prev_last + left + tile.latency + self.cfg.rows + 2
+            array = self.prev_last + left + tile.latency + self.cfg.rows + 2 + WRITEBACK_EXTRA
         else:
-            array = self.beat_free - 1 + left + tile.latency + 3
+            array = self.beat_free - 1 + left + tile.latency + 3 + WRITEBACK_EXTRA
         port = self.port.free + port_beats - self.counts[2] - self.counts[3]
         for b in self.busy:
             if b is not None:

@@ -75,6 +75,9 @@ class EngineTiming:
     queue_depth = QUEUE_DEPTH
     #: the requantizer's pipeline depth
     requant_latency = len(Requantizer.STAGES)
+    #: a result row leaving the tile engine to its write into the accumulator (and the tokens
+    #: it pushes): read the old row, register it, add and write
+    writeback_latency = 2
 
 
 class Engine(wiring.Component):
@@ -433,13 +436,31 @@ class Engine(wiring.Component):
         m.d.comb += wb_q.r_en.eq(fire & tile.c.payload.last)
         with m.If(fire):
             m.d.sync += out_row.eq(Mux(tile.c.payload.last, 0, out_row + 1))
-        old = data.View(data.ArrayLayout(acc_shape, c), acc_rd.data)
-        m.d.comb += [acc_wr.addr.eq(s1_addr), acc_wr.en.eq(s1_valid)]
+        # Stage 2 registers the row read from the accumulator before adding to it (block RAM
+        # output is slow on an FPGA), and writes in the next cycle. A row stage 2 writes while
+        # stage 1 holds the next result for the same row reaches that row by forwarding.
+        row_layout = data.ArrayLayout(acc_shape, c)
+        old = data.View(row_layout, acc_rd.data)
+        s2_valid = Signal()
+        s2_addr = Signal(16)
+        s2_data = Signal(row_layout)
+        s2_old = Signal(row_layout)
+        s2_acc = Signal()
+        s2_push_prev = Signal()
+        s2_push_next = Signal()
+        new_row = Signal(row_layout)
         for j in range(c):
-            m.d.comb += acc_wr.data[j].eq(Mux(s1_acc, old[j], 0) + s1_data[j])
-        m.d.comb += [inc["c2l"].eq(s1_push_prev), inc["c2s"].eq(s1_push_next)]
+            m.d.comb += new_row[j].eq(Mux(s2_acc, s2_old[j], 0) + s2_data[j])
+        forward = s2_valid & (s2_addr == s1_addr)
+        m.d.sync += [s2_valid.eq(s1_valid), s2_addr.eq(s1_addr), s2_data.eq(s1_data),
+                     s2_acc.eq(s1_acc), s2_push_prev.eq(s1_push_prev),
+                     s2_push_next.eq(s1_push_next),
+                     s2_old.eq(Mux(forward, new_row.as_value(), old.as_value()))]
+        m.d.comb += [acc_wr.addr.eq(s2_addr), acc_wr.en.eq(s2_valid), acc_wr.data.eq(new_row)]
+        m.d.comb += [inc["c2l"].eq(s2_push_prev), inc["c2s"].eq(s2_push_next)]
 
-        return sources_idle & (src_a_q.level == 0) & (wb_q.level == 0) & ~s1_valid
+        return sources_idle & (src_a_q.level == 0) & (wb_q.level == 0) & ~s1_valid \
+            & ~s2_valid
 
     # ------------------------------------------------------------------------------------------
 

@@ -6,7 +6,7 @@ with a saturating left shift) for every lane of every beat, as a fixed-latency s
 
 from __future__ import annotations
 
-from amaranth.hdl import EnableInserter, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Cat, Const, EnableInserter, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -60,10 +60,12 @@ class Requantizer(wiring.Component):
     ``o``: a stream of results (:func:`out_layout`) in input order, ``last`` carried through.
 
     Stages, one register each (a beat accepted in cycle ``c`` is valid on ``o`` in cycle
-    ``c + latency``): bias add, saturating left shift, four 16x16 partial products, their sum
-    (the 32x32->64 product), rounding high half, rounding divide, zero point + ReLU + clamp.
-    (The product takes two stages so that an FPGA's multiplier and its 64-bit carry chain are
-    not in one: on ECP5 that one stage held the 8x8 engine to 57 MHz.) While a result waits on
+    ``c + latency``): bias add, left shift, saturation, four 16x16 partial products, their sum
+    (the 32x32->64 product), rounding high half, divide (shift and the rounding compare),
+    rounding add, zero point, ReLU + clamp. No stage holds more than one carry chain or a
+    multiplier and a carry chain, so the requantizer is not what limits an FPGA's clock (on
+    ECP5 the product and its sum in one stage held the 8x8 engine to 57 MHz, the divide in one
+    stage the 4x4 to 63 MHz). While a result waits on
     ``o`` (valid, not ready) the whole pipeline holds and ``i.ready`` is low; otherwise it
     accepts a beat every cycle.
     """
@@ -72,8 +74,8 @@ class Requantizer(wiring.Component):
     #: multipliers per lane: the 32x32 product's four 16x16 partial products (a DSP block each)
     MULTIPLIERS_PER_LANE = 4
 
-    STAGES = ("bias", "left_shift", "partial_products", "product", "high_half", "divide",
-              "output")
+    STAGES = ("bias", "left_shift", "saturate", "partial_products", "product", "high_half",
+              "divide", "round", "zero_point", "output")
 
     def __init__(self, *, lanes: int, acc_bits: int = 32, out_bits: int = 8):
         if isinstance(lanes, bool) or not isinstance(lanes, int) or lanes < 1:
@@ -137,14 +139,16 @@ class Requantizer(wiring.Component):
             m1 = reg(p.multiplier[k], s32, f"m1_{k}")
             s1 = reg(p.shift[k], signed(8), f"s1_{k}")
 
-            # 2. left shift by max(shift, 0), saturating to int32; right = max(-shift, 0)
+            # 2. left shift by max(shift, 0), then saturate to int32 (two stages: the 63-bit
+            # shift, then the compare); right = max(-shift, 0)
             left = Mux(s1 > 0, s1, 0)[:5]
-            wide = Signal(signed(32 + 31), name=f"x1_shifted_{k}")
-            m.d.comb += wide.eq(x1 << left)
+            wide = reg(x1 << left, signed(32 + 31), f"x1_shifted_{k}")
+            m1b = reg(m1, s32, f"m1b_{k}")
+            r1b = reg(Mux(s1 < 0, -s1, 0)[:5], unsigned(5), f"r1b_{k}")
             x2 = reg(Mux(wide > INT32_MAX, INT32_MAX, Mux(wide < INT32_MIN, INT32_MIN, wide)),
                      s32, f"x2_{k}")
-            m2 = reg(m1, s32, f"m2_{k}")
-            r2 = reg(Mux(s1 < 0, -s1, 0)[:5], unsigned(5), f"r2_{k}")
+            m2 = reg(m1b, s32, f"m2_{k}")
+            r2 = reg(r1b, unsigned(5), f"r2_{k}")
 
             # 3. the 32x32->64 product as four partial products of 16-bit halves, each one
             # DSP block (a signed high half times a zero-extended low half fits 18x18), then
@@ -168,22 +172,30 @@ class Requantizer(wiring.Component):
             m.d.comb += high.eq((ab + (1 << 30)) >> 31)
             x4 = reg(Mux(high > INT32_MAX, INT32_MAX, high), s32, f"x4_{k}")
             r4 = reg(r3, unsigned(5), f"r4_{k}")
+            # the divide's mask and half-mask depend on the shift alone: ready a stage early
+            # (a thermometer code: bit i set while i < r; half is the mask shifted down once)
+            mask = reg(_thermometer(r3, 0), 32, f"mask4_{k}")
+            half = reg(_thermometer(r3, 1), 32, f"half4_{k}")
+            half1 = reg(_thermometer(r3, 1) + 1, 33, f"half4_plus1_{k}")
 
-            # 5. RoundingDivideByPOT, in gemmlowp's own terms: half away from zero
-            mask = Signal(32, name=f"mask_{k}")
+            # 5. RoundingDivideByPOT, in gemmlowp's own terms: half away from zero. The
+            # remainder is compared with half the divisor (one more for a negative x), beside
+            # the shift; the next stage adds the rounding bit.
             remainder = Signal(32, name=f"remainder_{k}")
-            threshold = Signal(32, name=f"threshold_{k}")
-            m.d.comb += [
-                mask.eq((1 << r4) - 1),
-                remainder.eq(x4 & mask),
-                threshold.eq((mask >> 1) + (x4 < 0)),
-            ]
-            x5 = reg((x4 >> r4) + (remainder > threshold), s32, f"x5_{k}")
+            m.d.comb += remainder.eq(x4 & mask)
+            up = Mux(x4 < 0, remainder > half1, remainder > half)
+            shifted = reg(x4 >> r4, s32, f"x5_shifted_{k}")
+            round_up = reg(up, 1, f"x5_round_{k}")
+            x5 = reg(shifted + round_up, s32, f"x5_{k}")
 
-            # 6. zero point, ReLU and clamp, into the output register
-            y = Signal(signed(33), name=f"y_{k}")
-            above = Signal(signed(33), name=f"above_lo_{k}")
-            m.d.comb += [y.eq(x5 + zp), above.eq(Mux(y < lo, lo, y))]
-            core.d.sync += self.o.payload.data[k].eq(Mux(above > qmax, qmax, above))
+            # 6. zero point; then ReLU and clamp (both compares side by side: lo <= qmax)
+            y = reg(x5 + zp, signed(33), f"y_{k}")
+            core.d.sync += self.o.payload.data[k].eq(
+                Mux(y < lo, lo, Mux(y > qmax, qmax, y)))
 
         return m
+
+
+def _thermometer(r, offset: int):
+    """32 bits, bit i set while ``i + offset < r`` (``r`` a 5-bit value: at most 31)."""
+    return Cat(*((r > i + offset) if i + offset < 31 else Const(0, 1) for i in range(32)))
