@@ -60,7 +60,7 @@ class Requantizer(wiring.Component):
     ``o``: a stream of results (:func:`out_layout`) in input order, ``last`` carried through.
 
     Stages, one register each (a beat accepted in cycle ``c`` is valid on ``o`` in cycle
-    ``c + latency``): bias add, left shift, saturation, four 16x16 partial products, their sum
+    ``c + latency``): the inputs, bias add, left shift, saturation, four 16x16 partial products, their sum
     (the 32x32->64 product), rounding high half, divide (shift and the rounding compare),
     rounding add, zero point, ReLU + clamp. No stage holds more than one carry chain or a
     multiplier and a carry chain, so the requantizer is not what limits an FPGA's clock (on
@@ -74,7 +74,7 @@ class Requantizer(wiring.Component):
     #: multipliers per lane: the 32x32 product's four 16x16 partial products (a DSP block each)
     MULTIPLIERS_PER_LANE = 4
 
-    STAGES = ("bias", "left_shift", "saturate", "partial_products", "product", "high_half",
+    STAGES = ("input", "bias", "left_shift", "saturate", "partial_products", "product", "high_half",
               "divide", "round", "zero_point", "output")
 
     def __init__(self, *, lanes: int, acc_bits: int = 32, out_bits: int = 8):
@@ -134,10 +134,17 @@ class Requantizer(wiring.Component):
         s32 = signed(32)
         p = self.i.payload
         for k in range(self.lanes):
+            # 0. the inputs, registered as they come (an accumulator row straight from block
+            # RAM has little of the cycle left)
+            acc0 = reg(p.acc[k], signed(self.acc_bits), f"acc0_{k}")
+            bias0 = reg(p.bias[k], s32, f"bias0_{k}")
+            m0 = reg(p.multiplier[k], s32, f"m0_{k}")
+            s0 = reg(p.shift[k], signed(8), f"s0_{k}")
+
             # 1. bias add; the accumulator is sign-extended, the sum wraps to int32
-            x1 = reg((p.acc[k] + p.bias[k])[:32], s32, f"x1_{k}")
-            m1 = reg(p.multiplier[k], s32, f"m1_{k}")
-            s1 = reg(p.shift[k], signed(8), f"s1_{k}")
+            x1 = reg((acc0 + bias0)[:32], s32, f"x1_{k}")
+            m1 = reg(m0, s32, f"m1_{k}")
+            s1 = reg(s0, signed(8), f"s1_{k}")
 
             # 2. left shift by max(shift, 0), then saturate to int32 (two stages: the 63-bit
             # shift, then the compare); right = max(-shift, 0)
