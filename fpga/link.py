@@ -169,7 +169,7 @@ class HostLink(wiring.Component):
         # one-byte requests: the byte goes in lane 0 (a write's data comes from the frame)
         request = Signal(req.payload.shape())
         m.d.comb += [request.write.eq(writing), request.addr.eq(addr), request.length.eq(1),
-                     request.data.as_value().eq(buf_r.data)]
+                     request.data.as_value().eq(out_byte)]
         m.d.comb += [req.payload.eq(request), self.mem.rdata.ready.eq(1),
                      self.prog_addr.eq(pidx), self.prog_data.eq(word[:INSN_BITS])]
 
@@ -259,6 +259,9 @@ class HostLink(wiring.Component):
             m.d.comb += self.count.eq(arg_u16)
 
             with m.State("W_FETCH"):     # the frame buffer reads idx; its data is there next
+                m.next = "W_LATCH"
+            with m.State("W_LATCH"):     # and is registered before it goes to memory
+                m.d.sync += out_byte.eq(buf_r.data)
                 m.next = "W_STORE"
             with m.State("W_STORE"):
                 m.d.comb += [req.valid.eq(1), writing.eq(1)]

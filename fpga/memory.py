@@ -25,7 +25,9 @@ class BramMemory(wiring.Component):
 
     A read accepted in cycle t returns its beat in cycle t + ``latency`` (at least 1: the block
     RAM's own register); bytes past ``length`` read as zero. Writes take effect at the end of
-    cycle t. Addresses wrap at the memory's size. Requests are always accepted.
+    cycle t, or of t + 1 with a latency of 3 or more (the request is registered; a read issued
+    later still sees the write). Addresses wrap at the memory's size. Requests are always
+    accepted.
     """
 
     def __init__(self, config: EngineConfig, *, words: int):
@@ -54,17 +56,26 @@ class BramMemory(wiring.Component):
             m.submodules[f"bank{b}"] = mem
             banks.append((mem.read_port(), mem.write_port(granularity=1)))
 
-        req = self.port.req
-        m.d.comb += req.ready.eq(1)
-        fire = req.valid
+        # With a latency of 3 or more, requests are registered before they reach the banks
+        # (reads and writes alike, so their order holds); with 2 or more, the words read are
+        # registered before the byte shift. Block RAM is slow on both sides on ECP5.
+        m.d.comb += self.port.req.ready.eq(1)
+        spare = self.latency - 1
+        if spare >= 2:
+            fire = Signal()
+            payload = Signal(self.port.req.payload.shape())
+            m.d.sync += [fire.eq(self.port.req.valid), payload.eq(self.port.req.payload)]
+            spare -= 1
+        else:
+            fire, payload = self.port.req.valid, self.port.req.payload
 
         index_bits = (self.words - 1).bit_length()
         word = Signal(index_bits)
         offset = Signal(range(w))
         if w > 1:
-            m.d.comb += [offset.eq(req.payload.addr % w), word.eq(req.payload.addr // w)]
+            m.d.comb += [offset.eq(payload.addr % w), word.eq(payload.addr // w)]
         else:
-            m.d.comb += word.eq(req.payload.addr)
+            m.d.comb += word.eq(payload.addr)
         hi = Signal(index_bits)
         m.d.comb += hi.eq(word + 1)
         odd = word[0]   # the low word is in bank 1: the high word is in bank 0
@@ -75,14 +86,14 @@ class BramMemory(wiring.Component):
             addr[1].eq(Cat(_pick(odd, word, hi)[1:])),
         ]
         keep = Signal(w)
-        m.d.comb += keep.eq((Const(1, w + 1) << req.payload.length) - 1)
+        m.d.comb += keep.eq((Const(1, w + 1) << payload.length) - 1)
 
         # writes: bytes and enables for the low and high word, then to their banks
         wide_data = Signal(16 * w)
         wide_en = Signal(2 * w)
-        m.d.comb += [wide_data.eq(Value.cast(req.payload.data) << (offset * 8)),
+        m.d.comb += [wide_data.eq(Value.cast(payload.data) << (offset * 8)),
                      wide_en.eq(keep << offset)]
-        write = fire & req.payload.write
+        write = fire & payload.write
         lo_data, hi_data = wide_data[:8 * w], wide_data[8 * w:]
         lo_en = Cat(*(wide_en[i] & write for i in range(w)))
         hi_en = Cat(*(wide_en[w + i] & write for i in range(w)))
@@ -95,17 +106,15 @@ class BramMemory(wiring.Component):
                 wr.en.eq(_pick(lo_here, lo_en, hi_en)),
             ]
 
-        # reads: the banks answer next cycle; shift the two words so byte `offset` comes first.
-        # Block RAM's clock-to-output is slow (about 6 ns on ECP5), so with a latency of 2 or
-        # more the two words are registered before the shift.
+        # reads: the banks answer next cycle; shift the two words so byte `offset` comes first
         r_valid, r_offset, r_keep, r_odd = Signal(), Signal(range(w)), Signal(w), Signal()
-        m.d.sync += [r_valid.eq(fire & ~req.payload.write), r_offset.eq(offset),
+        m.d.sync += [r_valid.eq(fire & ~payload.write), r_offset.eq(offset),
                      r_keep.eq(keep), r_odd.eq(odd)]
         lo_word = _pick(r_odd, banks[1][0].data, banks[0][0].data)
         hi_word = _pick(r_odd, banks[0][0].data, banks[1][0].data)
         both = Signal(16 * w)
         valid_prev = r_valid
-        delays = self.latency - 1
+        delays = spare
         if delays:
             q_valid, q_offset, q_keep = Signal(), Signal(range(w)), Signal(w)
             m.d.sync += [both.eq(Cat(lo_word, hi_word)), q_valid.eq(r_valid),
