@@ -88,11 +88,12 @@ def dsp_multipliers(config: EngineConfig) -> int:
 
 
 def check_fit(board: Board, config: EngineConfig,
-              memories: dict[str, tuple[int, int, int]]) -> None:
+              memories: dict[str, tuple[int, int, int]], lut_ram_bits: int = 0) -> None:
     """Refuse, with every reason, a configuration that cannot fit ``board``.
 
-    ``memories``: name -> (width in bits, depth, copies). Block RAM is counted per memory at its
-    best aspect ratio; multipliers beyond the DSP blocks are counted as LUTs.
+    ``memories``: name -> (width in bits, depth, copies) of block RAM, counted per memory at its
+    best aspect ratio; ``lut_ram_bits``: bits the design keeps in LUT RAM (the instruction
+    queues), which an iCE40 does not have; multipliers beyond the DSP blocks count as LUTs.
     """
     needs = {name: n * _brams_for(wd, dp, board) for name, (wd, dp, n) in memories.items()}
     total = sum(needs.values())
@@ -107,14 +108,24 @@ def check_fit(board: Board, config: EngineConfig,
             + ("; smaller --spad-kib / --acc-kib would help" if largest in
                ("scratchpad A", "scratchpad B", "accumulator") else
                f"; the {largest} alone need {needs[largest]}"))
-    mults = dsp_multipliers(config)
-    soft = max(0, mults - board.dsps)
-    luts = soft * LUTS_PER_SOFT_MULT // (2 if board.family == "xilinx7" else 1)
-    if luts > board.luts // 2:
+    if lut_ram_bits and board.family == "ice40" and lut_ram_bits > board.luts:
         problems.append(
-            f"{mults} multipliers ({config.pes} PEs, {mults - config.pes} in the requantizer) "
-            f"and {board.dsps} DSP blocks: the other {soft} would take about {luts:,} LUTs, "
-            f"over half the device's {board.luts:,}")
+            f"the instruction queues ({lut_ram_bits:,} bits) live in LUT RAM, which iCE40 does "
+            f"not have: as flip-flops they alone would need {lut_ram_bits:,} of its "
+            f"{board.luts:,} logic cells")
+    mults = dsp_multipliers(config)
+    detail = f"{mults} multipliers ({config.pes} PEs, {mults - config.pes} in the requantizer)"
+    if board.family == "ecp5" and mults > board.dsps:
+        # Yosys maps every multiplier to a MULT18X18D; nextpnr cannot place what is left over
+        problems.append(f"{detail} need as many DSP blocks, the device has {board.dsps}")
+    else:
+        # iCE40 builds multipliers from LUTs (no -dsp); a vendor flow spills the rest to LUTs
+        soft = mults if board.family == "ice40" else max(0, mults - board.dsps)
+        luts = soft * LUTS_PER_SOFT_MULT // (2 if board.family == "xilinx7" else 1)
+        if luts > board.luts // 2:
+            problems.append(
+                f"{detail}: {soft} built from LUTs would take about {luts:,}, over half the "
+                f"device's {board.luts:,}")
     if problems:
         raise BoardError(f"{config.label} does not fit {board.name} ({board.device}): "
                          + "; and ".join(problems))
@@ -168,13 +179,13 @@ def make_top(board: Board, config: EngineConfig, *, baud: int = DEFAULT_BAUD,
         if mem_kib < 1 or mem_kib & (mem_kib - 1):
             raise BoardError(f"--mem-kib must be a power of two of at least 1, not {mem_kib}")
         top = top_with(mem_kib)
-        check_fit(board, config, top.memory_shapes)
+        check_fit(board, config, top.memory_shapes, top.lut_ram_bits)
     else:
         kib = DEFAULT_MEM_KIB
         while True:
             top = top_with(kib)
             try:
-                check_fit(board, config, top.memory_shapes)
+                check_fit(board, config, top.memory_shapes, top.lut_ram_bits)
                 break
             except BoardError:
                 if kib == 1:

@@ -63,9 +63,14 @@ class BoardTop(wiring.Component):
         return self.mem_words * self.config.mem_bytes_per_cycle
 
     @property
+    def lut_ram_bits(self) -> int:
+        """Bits the top keeps in LUT RAM: the load, compute and store instruction queues."""
+        return 3 * INSN_BITS * EngineTiming.queue_depth
+
+    @property
     def memory_shapes(self) -> dict[str, tuple[int, int, int]]:
-        """Each memory the top holds as (width in bits, depth, copies), for a fit check before
-        synthesis. A block RAM has one read port beside its write port, so a memory read from
+        """Each block-RAM memory the top holds as (width in bits, depth, copies), for a fit check
+        before synthesis. A block RAM has one read port beside its write port, so a memory read from
         two places is held twice (as Yosys maps it)."""
         g = isa.geometry(self.config)
         w = self.config.mem_bytes_per_cycle
@@ -76,8 +81,6 @@ class BoardTop(wiring.Component):
             # read to accumulate into and read to store: two copies
             "accumulator": (g.acc_row_bytes * 8, g.acc_rows, 2),
             "memory": (w * 8, self.mem_words, 1),
-            # the load, compute and store queues
-            "instruction queues": (INSN_BITS, EngineTiming.queue_depth, 3),
             "program memory": (INSN_BITS, self.imem_depth, 1),
             "frame buffer": (8, FRAME_BYTES, 1),
         }

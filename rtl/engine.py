@@ -62,8 +62,8 @@ class EngineTiming:
     control logic that moves a register must change the number here.
     """
 
-    #: an instruction entering the dispatcher to its unit seeing it (FIFO write + output register)
-    dispatch_latency = 2
+    #: an instruction entering the dispatcher to its unit seeing it (the queue's write)
+    dispatch_latency = 1
     #: the compute unit taking an instruction to its first operand beat (source FIFO in and out,
     #: source register, synchronous scratchpad read)
     compute_issue_latency = 4
@@ -130,7 +130,10 @@ class Engine(wiring.Component):
         # -- dispatch ------------------------------------------------------------------------
         queues = {}
         for name in ("load", "compute", "store"):
-            q = SyncFIFOBuffered(width=INSN_BITS, depth=QUEUE_DEPTH)
+            # First-word-fall-through: the head comes out of the storage combinationally,
+            # which an FPGA builds from LUT RAM (a block RAM's slow output would feed each
+            # unit's decode straight back into the queue's own read address).
+            q = SyncFIFO(width=INSN_BITS, depth=QUEUE_DEPTH)
             m.submodules[f"{name}_queue"] = q
             queues[name] = q
         insn = self.insn.payload

@@ -37,9 +37,18 @@ def test_configs_that_cannot_fit_are_refused_with_the_reason(capsys):
     assert "--spad-kib" in err
     # too many multipliers for the DSP blocks and the LUTs
     big = preset("large").replace(rows=64, cols=64, spad_kib=4, acc_kib=4)
-    with pytest.raises(BoardError, match=r"4352 multipliers \(4096 PEs, 256 in the requantizer\) "
-                                         r"and 28 DSP blocks"):
+    with pytest.raises(BoardError, match=r"4352 multipliers \(4096 PEs, 256 in the "
+                                         r"requantizer\) need as many DSP blocks, the device "
+                                         r"has 28"):
         check_fit(board("ulx3s-12f"), big, {})
+    # Yosys puts every multiplier in a DSP block on ECP5: one too many is refused, not left to
+    # fail in nextpnr; iCE40 has no LUT RAM for the instruction queues
+    with pytest.raises(BoardError, match="32 multipliers .* need as many DSP blocks, the "
+                                         "device has 28"):
+        check_fit(board("orangecrab"), preset("tiny"), {})
+    assert main(["fpga", "build", "icebreaker", "--preset", "tiny", "--spad-kib", "1",
+                 "--acc-kib", "1"]) == 2
+    assert "LUT RAM, which iCE40 does not have" in capsys.readouterr().err
 
 
 def test_nextpnr_and_yosys_reports_are_read(tmp_path):
