@@ -60,20 +60,20 @@ class Requantizer(wiring.Component):
     ``o``: a stream of results (:func:`out_layout`) in input order, ``last`` carried through.
 
     Stages, one register each (a beat accepted in cycle ``c`` is valid on ``o`` in cycle
-    ``c + latency``): the inputs, bias add, left shift, saturation, four 16x16 partial products, their sum
-    (the 32x32->64 product), rounding high half, divide (shift and the rounding compare),
-    rounding add, zero point, ReLU + clamp. No stage holds more than one carry chain or a
-    multiplier and a carry chain, so the requantizer is not what limits an FPGA's clock (on
-    ECP5 the product and its sum in one stage held the 8x8 engine to 57 MHz, the divide in one
-    stage the 4x4 to 63 MHz). While a result waits on
-    ``o`` (valid, not ready) the whole pipeline holds and ``i.ready`` is low; otherwise it
-    accepts a beat every cycle.
+    ``c + latency``): the inputs, bias add, left shift, saturation, four 16x16 partial
+    products, their sum (the 32x32->64 product), rounding high half, divide (shift and the
+    rounding compare), rounding add, zero point, ReLU + clamp. No stage holds more than one
+    carry chain, or a multiplier and a carry chain, so the requantizer is not what limits an
+    FPGA's clock (on ECP5 the product and its sum in one stage held the 8x8 engine to 57 MHz,
+    the divide in one stage the 4x4 to 63 MHz). While a result waits on ``o`` (valid, not
+    ready) the whole pipeline holds and ``i.ready`` is low; otherwise it accepts a beat every
+    cycle.
     """
 
-    #: the pipeline's stages, in order; each ends in a register
     #: multipliers per lane: the 32x32 product's four 16x16 partial products (a DSP block each)
     MULTIPLIERS_PER_LANE = 4
 
+    #: the pipeline's stages, in order; each ends in a register
     STAGES = ("input", "bias", "left_shift", "saturate", "partial_products", "product", "high_half",
               "divide", "round", "zero_point", "output")
 
