@@ -62,8 +62,9 @@ class EngineTiming:
     control logic that moves a register must change the number here.
     """
 
-    #: an instruction entering the dispatcher to its unit seeing it (the queue's write)
-    dispatch_latency = 1
+    #: an instruction entering the dispatcher to its unit seeing it (decode register, then the
+    #: queue's write)
+    dispatch_latency = 2
     #: the compute unit taking an instruction to its first operand beat (source FIFO in and out,
     #: source register, synchronous scratchpad read)
     compute_issue_latency = 4
@@ -136,6 +137,9 @@ class Engine(wiring.Component):
             q = SyncFIFO(width=INSN_BITS, depth=QUEUE_DEPTH)
             m.submodules[f"{name}_queue"] = q
             queues[name] = q
+        # A decode stage: the instruction and its check are registered, then dispatched to its
+        # unit's queue (the checks' comparisons and the queues' write enables are then in
+        # different cycles). An illegal instruction stops the stream where it is.
         insn = self.insn.payload
         code = Signal(ErrorCode)
         self._check(m, insn, code)
@@ -147,16 +151,26 @@ class Engine(wiring.Component):
                 m.d.comb += target.eq(1)
             with m.Default():
                 m.d.comb += target.eq(2)
-        space = Mux(target == 0, queues["load"].w_rdy,
-                    Mux(target == 1, queues["compute"].w_rdy, queues["store"].w_rdy))
-        illegal = code != ErrorCode.NONE
-        m.d.comb += self.insn.ready.eq(~self.error & (illegal | space))
+        d_valid = Signal()
+        d_insn = Signal(INSN_BITS)
+        d_code = Signal(ErrorCode)
+        d_target = Signal(range(3))
+        d_illegal = d_code != ErrorCode.NONE
+        space = Mux(d_target == 0, queues["load"].w_rdy,
+                    Mux(d_target == 1, queues["compute"].w_rdy, queues["store"].w_rdy))
+        dispatch = d_valid & ~self.error & (d_illegal | space)
+        m.d.comb += self.insn.ready.eq(~self.error & (~d_valid | (dispatch & ~d_illegal)))
         accept = self.insn.valid & self.insn.ready
-        for i, q in enumerate(queues.values()):
-            m.d.comb += [q.w_data.eq(insn.as_value()), q.w_en.eq(accept & ~illegal & (target == i))]
-        with m.If(accept & illegal):
-            m.d.sync += [self.error.eq(1), self.error_code.eq(code)]
         with m.If(accept):
+            m.d.sync += [d_valid.eq(1), d_insn.eq(insn.as_value()), d_code.eq(code),
+                         d_target.eq(target)]
+        with m.Elif(dispatch):
+            m.d.sync += d_valid.eq(0)
+        for i, q in enumerate(queues.values()):
+            m.d.comb += [q.w_data.eq(d_insn), q.w_en.eq(dispatch & ~d_illegal & (d_target == i))]
+        with m.If(dispatch & d_illegal):
+            m.d.sync += [self.error.eq(1), self.error_code.eq(d_code)]
+        with m.If(dispatch):
             m.d.sync += self.counters.insns.eq(self.counters.insns + 1)
 
         # -- the three units ----------------------------------------------------------------
@@ -187,7 +201,7 @@ class Engine(wiring.Component):
         idle = Signal()
         m.d.comb += idle.eq(load_idle & compute_idle & store_idle
                             & (queues["load"].level == 0) & (queues["compute"].level == 0)
-                            & (queues["store"].level == 0))
+                            & (queues["store"].level == 0) & ~(d_valid & ~self.error))
         m.d.comb += self.idle.eq(idle)
         with m.If(~idle):
             m.d.sync += self.counters.busy.eq(self.counters.busy + 1)
