@@ -170,7 +170,7 @@ class BoardTop(wiring.Component):
         from amaranth.build import ResourceError
         from amaranth.lib import io
 
-        uart = platform.request("uart", 0, dir={"rx": "-", "tx": "-"})
+        uart = platform.request("uart", 0, dir="-")
         m.submodules.uart_rx = rx = io.Buffer("i", uart.rx)
         m.submodules.uart_tx = tx = io.Buffer("o", uart.tx)
         m.d.comb += [self.rx.eq(rx.i), tx.o.eq(self.tx)]
@@ -183,7 +183,7 @@ class BoardTop(wiring.Component):
                 break
         if not pins:
             try:
-                rgb = platform.request("rgb_led", 0, dir={"r": "-", "g": "-", "b": "-"})
+                rgb = platform.request("rgb_led", 0, dir="-")
                 pins = [rgb.g, rgb.r, rgb.b]   # green done, red error, blue running
             except ResourceError:
                 pins = []
