@@ -39,16 +39,18 @@ def main() -> int:
             try:
                 r = build(board(b), cfg)
             except BoardError as e:
-                rows.append((b, cfg.label, "-", "-", "-", "-", "-", str(e).split(": ", 1)[-1]))
+                rows.append((b, cfg.label, "-", "-", "-", "-", "-", "-",
+                             str(e).split(": ", 1)[-1]))
                 continue
             res = r.resources
             rows.append((b, cfg.label, _used(res, "TRELLIS_COMB", "ICESTORM_LC"),
+                         _used(res, "TRELLIS_FF"),
                          _used(res, "MULT18X18D", "ICESTORM_DSP"),
                          _used(res, "DP16KD", "ICESTORM_RAM"),
                          f"{r.fmax_mhz:.1f}" if r.fmax_mhz else "-", f"{r.seconds:.0f}",
                          "meets target" if r.meets_timing else
                          f"under the {r.target_mhz:g} MHz target"))
-    head = ("board", "config", "LUTs", "DSPs", "BRAMs", "Fmax MHz", "build s", "note")
+    head = ("board", "config", "LUTs", "FFs", "DSPs", "BRAMs", "Fmax MHz", "build s", "note")
     widths = [max(len(str(x)) for x in col) for col in zip(head, *rows, strict=True)]
     for line in (head, *rows):
         print("  ".join(str(x).ljust(w) for x, w in zip(line, widths, strict=True)))

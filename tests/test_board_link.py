@@ -198,3 +198,29 @@ def test_config_tags_differ_between_configurations():
     a = EngineConfig(rows=4, cols=4)
     assert p.config_tag(a) == p.config_tag(EngineConfig(rows=4, cols=4))
     assert p.config_tag(a) != p.config_tag(a.replace(mem_bytes_per_cycle=8))
+
+
+def test_baud_rates_the_clock_cannot_make_are_refused():
+    from fpga.uart import divisor_for
+
+    assert divisor_for(25_000_000, 115_200) == 217
+    assert divisor_for(48_000_000, 1_000_000) == 48
+    with pytest.raises(Exception, match="too fast for a 25 MHz clock"):
+        divisor_for(25_000_000, 10_000_000)
+    with pytest.raises(Exception, match="not 3000000 \\(more than 2% off\\)"):
+        divisor_for(25_000_000, 3_000_000)
+
+
+def test_fpga_run_reports_a_port_that_is_not_a_board(capsys):
+    from tessera.cli import main
+
+    # pyserial's loop:// echoes the request back: not a response frame, said plainly
+    assert main(["fpga", "run", "--board", "ulx3s-85f", "--port", "loop://", "--preset",
+                 "tiny", "gemm", "8", "8", "8"]) == 2
+    assert "expected a response header" in capsys.readouterr().err
+    assert main(["fpga", "run", "--board", "ulx3s-85f", "--port", "/dev/nonexistent-tty",
+                 "--preset", "tiny", "gemm", "8", "8", "8"]) == 2
+    assert "cannot open /dev/nonexistent-tty" in capsys.readouterr().err
+    assert main(["fpga", "run", "--board", "ulx3s-85f", "--port", "loop://", "--preset",
+                 "tiny", "gemm", "8", "0", "8"]) == 2
+    assert "dimensions must be positive" in capsys.readouterr().err
