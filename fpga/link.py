@@ -131,21 +131,14 @@ class HostLink(wiring.Component):
                     is_cmd[p.Cmd.START] & ((arg_u16 == 0) | (arg_u16 > self.imem_depth)))))
         # The checks run in two steps (their parts are registered in PRECHECK, combined in
         # CHECK) so the deep compare logic of one never meets the decisions of the other.
-        checks = {name: Signal(name=f"check_{name}") for name in
-                  ("bad_crc", "too_long", "unknown", "short", "busy", "range")}
-        verdict = Signal(8)
-        with m.If(checks["bad_crc"]):
-            m.d.comb += verdict.eq(p.Status.BAD_CRC)
-        with m.Elif(checks["too_long"]):
-            m.d.comb += verdict.eq(p.Status.BAD_LENGTH)
-        with m.Elif(checks["unknown"]):
-            m.d.comb += verdict.eq(p.Status.BAD_COMMAND)
-        with m.Elif(checks["short"]):
-            m.d.comb += verdict.eq(p.Status.BAD_LENGTH)
-        with m.Elif(checks["busy"]):
-            m.d.comb += verdict.eq(p.Status.BUSY)
-        with m.Elif(checks["range"]):
-            m.d.comb += verdict.eq(p.Status.RANGE)
+        # the first check that fails, in this order, gives the answer
+        order = (("bad_crc", p.Status.BAD_CRC), ("too_long", p.Status.BAD_LENGTH),
+                 ("unknown", p.Status.BAD_COMMAND), ("short", p.Status.BAD_LENGTH),
+                 ("busy", p.Status.BUSY), ("range", p.Status.RANGE))
+        checks = {name: Signal(name=f"check_{name}") for name, _ in order}
+        verdict = Value.cast(p.Status.OK)
+        for name, answer in reversed(order):
+            verdict = Mux(checks[name], answer, verdict)
         # START and RESET leave as registered pulses: they reset the whole engine
         start, abort = Signal(), Signal()
         m.d.sync += [start.eq(0), abort.eq(0)]

@@ -57,6 +57,26 @@ class Job:
     timeout_cycles: int = 0
 
 
+def run_job(sim, test_module: str, tmp: Path) -> None:
+    """Run cocotb testbench ``test_module`` on the build ``sim`` with the job in
+    ``tmp/job.json`` (``TESSERA_JOB``); a simulation that fails says so with its log's tail."""
+    from cocotb_tools.runner import get_runner
+
+    sys.path.insert(0, str(ROOT))
+    try:
+        with tool_env(), _outside_pytest():
+            get_runner("verilator").test(
+                hdl_toplevel=sim.toplevel, hdl_toplevel_lang="verilog",
+                test_module=test_module, build_dir=sim.directory, test_dir=tmp,
+                extra_env={"TESSERA_JOB": str(tmp / "job.json")},
+                results_xml=str(tmp / "results.xml"), log_file=tmp / "sim.log")
+    except (RuntimeError, SystemExit) as e:
+        log = (tmp / "sim.log").read_text(errors="replace")[-3000:]
+        raise RuntimeError(f"the simulation did not complete ({e}):\n{log}") from None
+    finally:
+        sys.path.remove(str(ROOT))
+
+
 def run_program(cfg: EngineConfig, words: list[int], image: bytes,
                 read: list[tuple[int, int]], *, stall: int = 0, timeout_cycles: int = 0,
                 build_root: Path | None = None) -> ProgramRun:
@@ -72,7 +92,6 @@ def run_programs(cfg: EngineConfig, jobs: list[Job], *, build_root: Path | None 
     Builds (or reuses) the engine harness sized for the largest job: instruction memory and
     simulated memory round up to powers of two, so similar jobs share one build.
     """
-    from cocotb_tools.runner import get_runner
 
     w = cfg.mem_bytes_per_cycle
     end = max(max([len(j.image)] + [a + n for a, n in j.read]) for j in jobs)
@@ -92,19 +111,7 @@ def run_programs(cfg: EngineConfig, jobs: list[Job], *, build_root: Path | None 
                 "timeout_cycles": job.timeout_cycles
                 or 50 * (len(job.words) + len(job.image) // w) + 100_000})
         (tmp / "job.json").write_text(json.dumps({"jobs": spec}))
-        sys.path.insert(0, str(ROOT))
-        try:
-            with tool_env(), _outside_pytest():
-                get_runner("verilator").test(
-                    hdl_toplevel=sim.toplevel, hdl_toplevel_lang="verilog",
-                    test_module="sim.tb_engine", build_dir=sim.directory, test_dir=tmp,
-                    extra_env={"TESSERA_JOB": str(tmp / "job.json")},
-                    results_xml=str(tmp / "results.xml"), log_file=tmp / "sim.log")
-        except (RuntimeError, SystemExit) as e:
-            log = (tmp / "sim.log").read_text(errors="replace")[-3000:]
-            raise RuntimeError(f"the simulation did not complete ({e}):\n{log}") from None
-        finally:
-            sys.path.remove(str(ROOT))
+        run_job(sim, "sim.tb_engine", tmp)
         seconds = time.perf_counter() - t0
         runs = []
         for n in range(len(jobs)):
