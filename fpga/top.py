@@ -13,7 +13,15 @@ requests (``BUSY``); otherwise the link has it.
 
 from __future__ import annotations
 
-from amaranth.hdl import Module, ResetInserter, Signal, unsigned
+from amaranth.hdl import (
+    ClockDomain,
+    ClockSignal,
+    DomainRenamer,
+    Module,
+    ResetSignal,
+    Signal,
+    unsigned,
+)
 from amaranth.lib import wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.memory import Memory
@@ -87,9 +95,14 @@ class BoardTop(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
+        # The engine runs in its own domain: the same clock, and a reset that START and RESET
+        # also drive (so DSP blocks inside it, which take the domain's reset, are cleared too).
         engine_reset = Signal()
+        m.domains.engine = ClockDomain("engine", local=True)
+        m.d.comb += [ClockSignal("engine").eq(ClockSignal("sync")),
+                     ResetSignal("engine").eq(ResetSignal("sync") | engine_reset)]
         engine = Engine(self.config)
-        m.submodules.engine = ResetInserter({"sync": engine_reset})(engine)
+        m.submodules.engine = DomainRenamer("engine")(engine)
         m.submodules.mem = mem = BramMemory(self.config, words=self.mem_words)
         m.submodules.imem = imem = Memory(shape=unsigned(INSN_BITS), depth=self.imem_depth,
                                           init=[])
@@ -106,8 +119,8 @@ class BoardTop(wiring.Component):
         # to the program memory's address (block RAM output is slow on ECP5): fetch addresses
         # come from a register, words land in the FIFO a cycle later, the engine takes them.
         rd = imem.read_port()
-        m.submodules.feed = feed = ResetInserter({"sync": engine_reset})(
-            SyncFIFOBuffered(width=INSN_BITS, depth=FEED_DEPTH))
+        feed = SyncFIFOBuffered(width=INSN_BITS, depth=FEED_DEPTH)
+        m.submodules.feed = DomainRenamer("engine")(feed)
         go = Signal()          # a run is on: feeding instructions or waiting for the engine
         finished = Signal()    # the last run ended with every instruction done
         fetch = Signal(16)     # next word to fetch
@@ -161,7 +174,7 @@ class BoardTop(wiring.Component):
                      link.counters.eq(engine.counters)]
         m.d.comb += [self.done.eq(finished), self.error.eq(engine.error), self.running.eq(go)]
 
-        if platform is not None:
+        if hasattr(platform, "request"):   # a board (simulation may pass a bare family)
             self._connect_board(m, platform)
         return m
 

@@ -27,13 +27,15 @@ class SystolicArray(wiring.Component):
         self.config = config
         op, acc = signed(config.in_bits), signed(config.acc_bits)
         r, c = config.rows, config.cols
+        # ce: the enable the array runs under, for PEs whose product register is a DSP block's
+        members_common = {"ce": In(1, init=1)}
         if config.dataflow == "os":
             members = {"a": In(op).array(r), "a_last": In(1).array(r), "b": In(op).array(c),
                        "c": Out(acc).array(c)}
         else:
             members = {"a": In(op).array(r), "a_swap": In(1).array(r), "w": In(op).array(c),
                        "w_shift": In(1), "psum": Out(acc).array(c)}
-        super().__init__(members)
+        super().__init__({**members_common, **members})
 
     @property
     def latency(self) -> int:
@@ -53,6 +55,7 @@ class SystolicArray(wiring.Component):
         for i in range(r):
             for j in range(c):
                 pe = pes[i][j]
+                m.d.comb += pe.ce.eq(self.ce)
                 left = pes[i][j - 1] if j else None
                 m.d.comb += pe.a_in.eq(left.a_out if left else self.a[i])
                 if os_:

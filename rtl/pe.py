@@ -7,6 +7,7 @@ from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from .config import DATAFLOWS, refuse
+from .dsp import registered_product
 
 __all__ = ["PE"]
 
@@ -52,6 +53,9 @@ class PE(wiring.Component):
         self.in_bits = in_bits
         self.acc_bits = acc_bits
         op, acc = signed(in_bits), signed(acc_bits)
+        # ce: the enable the PE runs under, for a product register inside a DSP block
+        # (rtl/dsp.py), which the array's EnableInserter does not reach
+        common = {"ce": In(1, init=1)}
         if dataflow == "os":
             members = {
                 "a_in": In(op), "a_last_in": In(1), "b_in": In(op), "c_in": In(acc),
@@ -63,7 +67,7 @@ class PE(wiring.Component):
                 "w_in": In(op), "w_shift": In(1),
                 "a_out": Out(op), "a_swap_out": Out(1), "psum_out": Out(acc), "w_out": Out(op),
             }
-        super().__init__(members)
+        super().__init__({**common, **members})
 
     def product(self, a, b):
         """The PE's arithmetic, in one place: the int8 datapath multiplies."""
@@ -80,9 +84,10 @@ class PE(wiring.Component):
                 self.a_last_out.eq(self.a_last_in),
                 self.c_out.eq(out),  # the link register of the drain chain
             ]
-            prod = Signal(signed(2 * self.in_bits))
+            prod = registered_product(m, self.a_in, self.b_in, platform=platform, ce=self.ce,
+                                      multiply=self.product)
             last = Signal()   # a_last, in step with the product register
-            m.d.sync += [prod.eq(self.product(self.a_in, self.b_in)), last.eq(self.a_last_in)]
+            m.d.sync += last.eq(self.a_last_in)
             total = acc + prod
             with m.If(last):
                 m.d.sync += [out.eq(total), acc.eq(0)]
@@ -96,8 +101,8 @@ class PE(wiring.Component):
             weight = Mux(self.a_swap_in, shadow, active)
             # The product register delays this PE's term by one cycle; the partial sum from the
             # PE above comes out of its own product + sum stages one hop later, so they meet.
-            prod = Signal(signed(2 * self.in_bits))
-            m.d.sync += prod.eq(self.product(self.a_in, weight))
+            prod = registered_product(m, self.a_in, weight, platform=platform, ce=self.ce,
+                                      multiply=self.product)
             m.d.sync += self.psum_out.eq(self.psum_in + prod)
             with m.If(self.a_swap_in):
                 m.d.sync += active.eq(shadow)

@@ -11,6 +11,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from .config import refuse
+from .dsp import registered_product
 
 __all__ = ["Requantizer", "in_layout", "out_layout"]
 
@@ -162,10 +163,10 @@ class Requantizer(wiring.Component):
             # their sum: two registers, so no stage holds both a multiplier and a 64-bit carry
             xh, xl = x2[16:].as_signed(), x2[:16].as_unsigned()
             mh, ml = m2[16:].as_signed(), m2[:16].as_unsigned()
-            hh = reg(xh * mh, signed(32), f"hh3_{k}")
-            hl = reg(xh * ml, signed(33), f"hl3_{k}")
-            lh = reg(xl * mh, signed(33), f"lh3_{k}")
-            ll = reg(xl * ml, unsigned(32), f"ll3_{k}")
+            hh = registered_product(core, xh, mh, platform=platform, ce=en, name=f"hh3_{k}")
+            hl = registered_product(core, xh, ml, platform=platform, ce=en, name=f"hl3_{k}")
+            lh = registered_product(core, xl, mh, platform=platform, ce=en, name=f"lh3_{k}")
+            ll = registered_product(core, xl, ml, platform=platform, ce=en, name=f"ll3_{k}")
             r3a = reg(r2, unsigned(5), f"r3a_{k}")
             ab = reg((hh << 32) + ((hl + lh) << 16) + ll, signed(64), f"ab3_{k}")
             r3 = reg(r3a, unsigned(5), f"r3_{k}")

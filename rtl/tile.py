@@ -118,6 +118,7 @@ class TileEngine(wiring.Component):
         m.submodules.core = EnableInserter(en)(core)
 
         m.submodules.array = array = EnableInserter(en)(SystolicArray(cfg))
+        m.d.comb += array.ce.eq(en)
         lane_a = data.StructLayout({"value": signed(cfg.in_bits), "flag": 1})
         # Row i waits i+1 cycles (the first register is the input register), column j likewise.
         m.submodules.skew_a = skew_a = EnableInserter(en)(Skew(lane_a, [i + 1 for i in range(r)]))

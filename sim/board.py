@@ -20,10 +20,10 @@ __all__ = ["run_session"]
 
 
 def run_session(config: EngineConfig, steps: list[dict[str, Any]], *, divisor: int = 8,
-                mem_words: int = 2048, imem_depth: int = 512,
+                mem_words: int = 2048, imem_depth: int = 512, ecp5_dsp: bool = False,
                 build_root: Path | None = None) -> list[dict[str, Any]]:
     sim = build(config, kind="board", depth=imem_depth, mem_words=mem_words, divisor=divisor,
-                root=build_root)
+                ecp5_dsp=ecp5_dsp, root=build_root)
     with tempfile.TemporaryDirectory(dir=sim.directory) as tmp:
         tmp = Path(tmp)
         job = {"config": config.to_dict(), "divisor": divisor, "steps": steps,

@@ -25,6 +25,7 @@ __all__ = ["ROOT", "SimBuild", "build", "tool_env", "verilator_bin", "WAIVERS"]
 
 ROOT = Path(__file__).resolve().parent.parent
 WAIVERS = Path(__file__).resolve().parent / "waivers.vlt"
+MODELS = Path(__file__).resolve().parent / "models"
 TOPLEVEL = "tessera_top"
 
 
@@ -68,6 +69,7 @@ def _source_hash(*extra: str, board: bool = False) -> str:
     fpga = [f for f in sorted((ROOT / "fpga").glob("*.py")) if f.name != "host.py"]
     sources = sorted((ROOT / "rtl").glob("*.py")) + (fpga if board else []) + [
         ROOT / "sim" / "harness.py", ROOT / "sim" / "engine_harness.py", WAIVERS,
+        MODELS / "MULT18X18D.v",
         Path(__file__).resolve()]
     for path in sources:
         h.update(path.name.encode())
@@ -93,13 +95,14 @@ class SimBuild:
 _ZERO_INIT = re.compile(r"^\s+\S+\[\d+\] = \d+'h0+;\n", re.MULTILINE)
 
 
-def to_verilog(top) -> str:
+def to_verilog(top, platform=None) -> str:
     """Verilog for a simulation top, without the zero initializers of its memories.
 
     Amaranth writes one initializer line per memory word; Verilator already starts memories at
     zero, and for megabytes of simulated memory those lines cost more to compile than the design.
     """
-    return _ZERO_INIT.sub("", verilog.convert(top, name=TOPLEVEL, emit_src=False))
+    return _ZERO_INIT.sub("", verilog.convert(top, name=TOPLEVEL, platform=platform,
+                                              emit_src=False))
 
 
 def generate_harness(config: EngineConfig, *, depth: int) -> str:
@@ -111,7 +114,7 @@ def generate_harness(config: EngineConfig, *, depth: int) -> str:
 
 def build(config: EngineConfig, *, depth: int = 2048, waves: bool = False,
           root: Path | None = None, kind: str = "tile", mem_words: int = 0,
-          divisor: int = 8) -> SimBuild:
+          divisor: int = 8, ecp5_dsp: bool = False) -> SimBuild:
     """Build (or reuse) a Verilator simulator for ``config``; safe to call from parallel jobs.
 
     ``kind="tile"``: the tile engine between stimulus memories of ``depth`` beats.
@@ -119,7 +122,9 @@ def build(config: EngineConfig, *, depth: int = 2048, waves: bool = False,
     memory of ``mem_words`` words.
     ``kind="board"``: the FPGA board top (:class:`fpga.top.BoardTop`: engine, block-RAM memory
     of ``mem_words`` words, ``depth`` words of program memory, UART host link with ``divisor``
-    clock cycles per bit), driven through its UART pins.
+    clock cycles per bit), driven through its UART pins. ``ecp5_dsp``: elaborate it as for
+    ECP5, with its multipliers as MULT18X18D instances (``rtl/dsp.py``), simulated with the
+    behavioural model in ``sim/models/``.
     """
     from cocotb_tools.runner import VerilatorControlFile, get_runner
 
@@ -127,7 +132,7 @@ def build(config: EngineConfig, *, depth: int = 2048, waves: bool = False,
         raise ValueError(f"unknown simulation top {kind!r}")
     root = root or ROOT / "build" / "sim"
     key = f"{config.key}-" + _source_hash(kind, str(depth), str(mem_words), str(waves),
-                                          str(divisor), board=kind == "board")
+                                          str(divisor), str(ecp5_dsp), board=kind == "board")
     directory = root / f"{kind}-{config.rows}x{config.cols}-{config.dataflow}-{key}"
     result = SimBuild(config=config, directory=directory, depth=depth, waves=waves)
     stamp = directory / "built.ok"
@@ -143,10 +148,14 @@ def build(config: EngineConfig, *, depth: int = 2048, waves: bool = False,
         if kind == "tile":
             source.write_text(generate_harness(config, depth=depth))
         elif kind == "board":
+            from types import SimpleNamespace
+
             from fpga.top import BoardTop
 
-            source.write_text(to_verilog(BoardTop(config, mem_words=mem_words, divisor=divisor,
-                                                  clock_hz=100_000_000, imem_depth=depth)))
+            top = BoardTop(config, mem_words=mem_words, divisor=divisor, clock_hz=100_000_000,
+                           imem_depth=depth)
+            source.write_text(to_verilog(
+                top, platform=SimpleNamespace(family="ecp5") if ecp5_dsp else None))
         else:
             from .engine_harness import EngineHarness
 
@@ -156,7 +165,8 @@ def build(config: EngineConfig, *, depth: int = 2048, waves: bool = False,
             runner = get_runner("verilator")
             try:
                 runner.build(
-                    sources=[VerilatorControlFile(WAIVERS), source],
+                    sources=[VerilatorControlFile(WAIVERS), source]
+                    + ([MODELS / "MULT18X18D.v"] if ecp5_dsp else []),
                     hdl_toplevel=TOPLEVEL,
                     build_dir=directory,
                     build_args=["-O3", "--x-assign", "fast", "--x-initial", "fast"],

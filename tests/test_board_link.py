@@ -98,7 +98,10 @@ def _status_of(result: dict) -> str | None:
 
 @pytest.mark.sim
 @pytest.mark.xdist_group("board")
-def test_board_protocol_and_gemms_through_the_uart():
+@pytest.mark.parametrize("ecp5_dsp", [False, True], ids=["fabric", "ecp5-dsp"])
+def test_board_protocol_and_gemms_through_the_uart(ecp5_dsp):
+    """Also as elaborated for ECP5: the multipliers become MULT18X18D instances with their
+    output register (simulated with sim/models/MULT18X18D.v), reset by START and RESET."""
     from sim.board import run_session
 
     cfg = preset("tiny")
@@ -151,7 +154,8 @@ def test_board_protocol_and_gemms_through_the_uart():
         # and the next run starts clean
         {"op": "gemm", "m": 4, "k": 20, "n": 4, "requant": False, "seed": 4},
     ]
-    r = run_session(cfg, steps, divisor=8, mem_words=mem_words, imem_depth=depth)
+    r = run_session(cfg, steps, divisor=8, mem_words=mem_words, imem_depth=depth,
+                    ecp5_dsp=ecp5_dsp)
     assert len(r) == len(steps)
 
     info = r[0]["result"]
