@@ -100,7 +100,8 @@ class BoardTop(wiring.Component):
         engine_reset = Signal()
         m.domains.engine = ClockDomain("engine", local=True)
         m.d.comb += [ClockSignal("engine").eq(ClockSignal("sync")),
-                     ResetSignal("engine").eq(ResetSignal("sync") | engine_reset)]
+                     ResetSignal("engine").eq(ResetSignal("sync", allow_reset_less=True)
+                                              | engine_reset)]
         engine = Engine(self.config)
         m.submodules.engine = DomainRenamer("engine")(engine)
         m.submodules.mem = mem = BramMemory(self.config, words=self.mem_words)

@@ -55,7 +55,7 @@ def registered_product(m, a: Value, b: Value, *, platform, ce=1, name: str = "pr
         p_CLK0_DIV="ENABLED", p_GSR="DISABLED", p_RESETMODE="SYNC",
         p_SOURCEB_MODE="B_SHIFT", p_MULT_BYPASS="DISABLED",
         i_SIGNEDA=Const(1), i_SIGNEDB=Const(1), i_SOURCEA=Const(0), i_SOURCEB=Const(0),
-        i_CLK0=ClockSignal(), i_CE0=Value.cast(ce), i_RST0=ResetSignal(),
+        i_CLK0=ClockSignal(), i_CE0=Value.cast(ce), i_RST0=ResetSignal(allow_reset_less=True),
         **ports)
     m.d.comb += prod.eq(out[:width])
     return prod
