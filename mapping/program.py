@@ -33,7 +33,7 @@ STORE_SETUP = EngineTiming.store_setup
 STORE_PARAMS = EngineTiming.store_params
 QUEUE_DEPTH = EngineTiming.queue_depth
 REQUANT_LATENCY = EngineTiming.requant_latency
-#: writeback cycles beyond the first (the cycle model was written for a one-stage writeback)
+#: writeback cycles beyond the first (the formulas below count one writeback cycle)
 WRITEBACK_EXTRA = EngineTiming.writeback_latency - 1
 
 
@@ -244,6 +244,9 @@ class Replay:
         self.ideal = ideal_memory
         self.lat = _mem_latency(cfg)
         self.tile = TileTiming(cfg)
+        #: a result row's latency through the tile engine and the writeback's extra stages:
+        #: every completion time the replay computes starts from it
+        self.result_latency = self.tile.latency + WRITEBACK_EXTRA
         self.os = cfg.dataflow == "os"
         self.fed: deque = deque()                     # records not yet dispatched
         self.fed_per_queue = [0, 0, 0]
@@ -311,7 +314,7 @@ class Replay:
         os_ = self.os
         ideal = self.ideal
         min_tile = self.tile.min_tile_cycles
-        tile_latency = self.tile.latency
+        result_latency = self.result_latency
         swap = self.tile.weight_swap_cycles
         fed, per_queue = self.fed, self.fed_per_queue
         pend = self.pending
@@ -374,8 +377,7 @@ class Replay:
                         last = max(first + extent - 1, prev_last + min_tile)
                         prev_last = last
                         beat_free = last + 1
-                        # written into the accumulator
-                        done = last + tile_latency + r + WRITEBACK_EXTRA
+                        done = last + result_latency + r  # written into the accumulator
                         array_work += max(extent, min_tile)
                     else:
                         load_w = max(b_next, weights_free, start + COMPUTE_ISSUE_LATENCY)
@@ -385,7 +387,7 @@ class Replay:
                         weights_free = first + swap
                         last = first + extent - 1
                         beat_free = last + 1
-                        done = last + tile_latency + 1 + WRITEBACK_EXTRA
+                        done = last + result_latency + 1
                         array_work += extent
                     counts[1] += extent
                     if push_c2l:
@@ -454,9 +456,9 @@ class Replay:
                 if tq:
                     token = tq[0]
                 elif os_:   # the next token comes from a compute not yet issued
-                    token = prev_last + min_tile + tile_latency + r + 1 + WRITEBACK_EXTRA
+                    token = prev_last + min_tile + result_latency + r + 1
                 else:
-                    token = beat_free + tile_latency + 2 + WRITEBACK_EXTRA
+                    token = beat_free + result_latency + 2
                 start = max(token, free[2 * u], last_dispatch + len(fed) + 1 + DISPATCH_LATENCY)
                 horizon = start + (LOAD_REQUEST_DELAY if u == 0 else STORE_SETUP + 2)
             if horizon is None and (load is None or store is None):
@@ -508,11 +510,11 @@ class Replay:
         computes not yet issued to run, then its latency; the port the beats not yet granted,
         then at least a store's release."""
         left = array_work - self.array_work
-        tile = self.tile
+        latency = self.result_latency
         if self.os:
-            array = self.prev_last + left + tile.latency + self.cfg.rows + 2 + WRITEBACK_EXTRA
+            array = self.prev_last + left + latency + self.cfg.rows + 2
         else:
-            array = self.beat_free - 1 + left + tile.latency + 3 + WRITEBACK_EXTRA
+            array = self.beat_free - 1 + left + latency + 3
         port = self.port.free + port_beats - self.counts[2] - self.counts[3]
         for b in self.busy:
             if b is not None:
