@@ -118,7 +118,8 @@ class HostLink(wiring.Component):
         needs_idle = is_cmd[p.Cmd.WRITE] | is_cmd[p.Cmd.READ] | is_cmd[p.Cmd.PROGRAM] \
             | is_cmd[p.Cmd.START]
         known = Cat(*is_cmd.values()).any()
-        short = (length > p.MAX_PAYLOAD) | Mux(
+        # (a payload over MAX_PAYLOAD is its own, earlier check: too_long)
+        short = Mux(
             is_cmd[p.Cmd.WRITE], length < 5, Mux(
                 is_cmd[p.Cmd.READ], (length != 6) | (read_count == 0)
                 | (read_count > p.MAX_PAYLOAD), Mux(
@@ -130,8 +131,8 @@ class HostLink(wiring.Component):
                     is_cmd[p.Cmd.PROGRAM], arg_u16 + words > self.imem_depth,
                     is_cmd[p.Cmd.START] & ((arg_u16 == 0) | (arg_u16 > self.imem_depth)))))
         # The checks run in two steps (their parts are registered in PRECHECK, combined in
-        # CHECK) so the deep compare logic of one never meets the decisions of the other.
-        # the first check that fails, in this order, gives the answer
+        # CHECK) so the deep compare logic of one never meets the decisions of the other. The
+        # first check that fails, in this order, gives the answer.
         order = (("bad_crc", p.Status.BAD_CRC), ("too_long", p.Status.BAD_LENGTH),
                  ("unknown", p.Status.BAD_COMMAND), ("short", p.Status.BAD_LENGTH),
                  ("busy", p.Status.BUSY), ("range", p.Status.RANGE))
