@@ -104,10 +104,20 @@ class HostLink(wiring.Component):
 
         timeout = p.TIMEOUT_BYTES * 10 * self.divisor
         quiet = Signal(range(timeout + 1))
+        stale = Signal()              # the line has been quiet for `timeout` cycles
         with m.If(got):
             m.d.sync += quiet.eq(0)
         with m.Elif(quiet != timeout):
             m.d.sync += quiet.eq(quiet + 1)
+        m.d.sync += stale.eq((quiet == timeout) & ~got)
+        # Decisions the state machine takes are single registered bits, each computed a cycle
+        # ahead, so no compare of a counter or a command code sits before its next state.
+        last_in = Signal()            # PAYLOAD: the byte expected next is the payload's last
+        last_step = Signal()          # W_STORE / P_WRITE: this is the payload's last step
+        rsp_none = Signal()           # T_LEN1: the response has no payload
+        last_out = Signal()           # T_BYTE: the byte being sent is the payload's last
+        kind = {c: Signal(name=f"kind_{c.name.lower()}") for c in p.Cmd}
+        is_read = kind[p.Cmd.READ]
 
         arg_addr = args[:32]
         arg_u16 = args[:16]            # START count, PROGRAM first index
@@ -140,6 +150,7 @@ class HostLink(wiring.Component):
         verdict = Value.cast(p.Status.OK)
         for name, answer in reversed(order):
             verdict = Mux(checks[name], answer, verdict)
+        failed = Cat(*checks.values()).any()
         # START and RESET leave as registered pulses: they reset the whole engine
         start, abort = Signal(), Signal()
         m.d.sync += [start.eq(0), abort.eq(0)]
@@ -176,7 +187,7 @@ class HostLink(wiring.Component):
             for state, then in (("CMD", "LEN0"), ("LEN0", "LEN1"), ("LEN1", None),
                                 ("PAYLOAD", None), ("CRC", None)):
                 with m.State(state):
-                    with m.If(quiet == timeout):
+                    with m.If(stale):
                         m.d.sync += [status.eq(p.Status.TIMEOUT), rsp_len.eq(0)]
                         m.next = "T_SYNC"
                     with m.Elif(got):
@@ -188,14 +199,15 @@ class HostLink(wiring.Component):
                             m.d.sync += length[:8].eq(byte)
                         elif state == "LEN1":
                             m.d.sync += [length[8:].eq(byte), idx.eq(0), args.eq(0),
-                                         word_pos.eq(0), words.eq(0)]
+                                         word_pos.eq(0), words.eq(0),
+                                         last_in.eq(Cat(length[:8], byte) == 1)]
                             with m.If(Cat(length[:8], byte) == 0):
                                 m.next = "CRC"
                             with m.Else():
                                 m.next = "PAYLOAD"
                         elif state == "PAYLOAD":
                             m.d.comb += buf_w.en.eq(idx < p.MAX_PAYLOAD)
-                            m.d.sync += idx.eq(idx + 1)
+                            m.d.sync += [idx.eq(idx + 1), last_in.eq(idx + 2 == length)]
                             for i in range(6):
                                 with m.If(idx == i):
                                     m.d.sync += args[8 * i:8 * i + 8].eq(byte)
@@ -204,7 +216,7 @@ class HostLink(wiring.Component):
                                     m.d.sync += [word_pos.eq(0), words.eq(words + 1)]
                                 with m.Else():
                                     m.d.sync += word_pos.eq(word_pos + 1)
-                            with m.If(idx + 1 == length):
+                            with m.If(last_in):
                                 m.next = "CRC"
                         else:
                             m.d.sync += sent_crc.eq(byte)
@@ -219,31 +231,32 @@ class HostLink(wiring.Component):
                              checks["unknown"].eq(~known), checks["short"].eq(short),
                              checks["busy"].eq(needs_idle & self.running),
                              checks["range"].eq(out_of_range)]
+                m.d.sync += [kind[c].eq(is_cmd[c]) for c in p.Cmd]
                 m.next = "CHECK"
             with m.State("CHECK"):
                 m.d.sync += [status.eq(verdict), rsp_len.eq(0), addr.eq(arg_addr),
                              pidx.eq(arg_u16)]
-                with m.If(verdict != p.Status.OK):
+                with m.If(failed):
                     m.next = "T_SYNC"
-                with m.Elif(is_cmd[p.Cmd.WRITE]):
+                with m.Elif(kind[p.Cmd.WRITE]):
                     m.d.sync += idx.eq(4)
                     m.next = "W_FETCH"
-                with m.Elif(is_cmd[p.Cmd.PROGRAM]):
+                with m.Elif(kind[p.Cmd.PROGRAM]):
                     m.d.sync += [idx.eq(2), word_pos.eq(0)]
                     m.next = "P_FETCH"
-                with m.Elif(is_cmd[p.Cmd.START]):
+                with m.Elif(kind[p.Cmd.START]):
                     m.d.sync += start.eq(1)
                     m.next = "T_SYNC"
-                with m.Elif(is_cmd[p.Cmd.RESET]):
+                with m.Elif(kind[p.Cmd.RESET]):
                     m.d.sync += abort.eq(1)
                     m.next = "T_SYNC"
-                with m.Elif(is_cmd[p.Cmd.READ]):
+                with m.Elif(kind[p.Cmd.READ]):
                     m.d.sync += rsp_len.eq(read_count)
                     m.next = "T_SYNC"
-                with m.Elif(is_cmd[p.Cmd.INFO]):
+                with m.Elif(kind[p.Cmd.INFO]):
                     m.d.sync += [rsp_len.eq(len(self.info)), snap.eq(info_payload)]
                     m.next = "T_SYNC"
-                with m.Elif(is_cmd[p.Cmd.STATUS]):
+                with m.Elif(kind[p.Cmd.STATUS]):
                     m.d.sync += [rsp_len.eq(p.STATUS_FORMAT.size), snap.eq(status_payload)]
                     m.next = "T_SYNC"
                 with m.Else():   # COUNTERS
@@ -255,13 +268,13 @@ class HostLink(wiring.Component):
             with m.State("W_FETCH"):     # the frame buffer reads idx; its data is there next
                 m.next = "W_LATCH"
             with m.State("W_LATCH"):     # and is registered before it goes to memory
-                m.d.sync += out_byte.eq(buf_r.data)
+                m.d.sync += [out_byte.eq(buf_r.data), last_step.eq(idx + 1 == length)]
                 m.next = "W_STORE"
             with m.State("W_STORE"):
                 m.d.comb += [req.valid.eq(1), writing.eq(1)]
                 with m.If(req.ready):
                     m.d.sync += [addr.eq(addr + 1), idx.eq(idx + 1)]
-                    with m.If(idx + 1 == length):
+                    with m.If(last_step):
                         m.next = "T_SYNC"
                     with m.Else():
                         m.next = "W_FETCH"
@@ -269,7 +282,8 @@ class HostLink(wiring.Component):
             with m.State("P_FETCH"):
                 m.next = "P_SHIFT"
             with m.State("P_SHIFT"):
-                m.d.sync += [word.eq(Cat(word[8:], buf_r.data)), idx.eq(idx + 1)]
+                m.d.sync += [word.eq(Cat(word[8:], buf_r.data)), idx.eq(idx + 1),
+                             last_step.eq(idx + 1 == length)]
                 with m.If(word_pos == INSN_BYTES - 1):
                     m.d.sync += word_pos.eq(0)
                     m.next = "P_WRITE"
@@ -279,23 +293,24 @@ class HostLink(wiring.Component):
             with m.State("P_WRITE"):
                 m.d.comb += self.prog_en.eq(1)
                 m.d.sync += pidx.eq(pidx + 1)
-                with m.If(idx == length):
+                with m.If(last_step):
                     m.next = "T_SYNC"
                 with m.Else():
                     m.next = "P_FETCH"
 
             # -- respond -----------------------------------------------------------------------
             with m.State("T_SYNC"):
-                m.d.sync += [left.eq(rsp_len), crc.eq(0)]
+                m.d.sync += [left.eq(rsp_len), crc.eq(0), rsp_none.eq(rsp_len == 0),
+                             last_out.eq(rsp_len == 1)]
                 send(p.RESPONSE_SYNC, "T_STATUS", checked=False)
             with m.State("T_STATUS"):
                 send(status, "T_LEN0")
             with m.State("T_LEN0"):
                 send(rsp_len[:8], "T_LEN1")
             with m.State("T_LEN1"):
-                with m.If(rsp_len == 0):
+                with m.If(rsp_none):
                     send(rsp_len[8:], "T_CRC")
-                with m.Elif(is_cmd[p.Cmd.READ]):
+                with m.Elif(is_read):
                     send(rsp_len[8:], "T_FETCH")
                 with m.Else():
                     m.d.sync += out_byte.eq(snap[:8])
@@ -313,10 +328,11 @@ class HostLink(wiring.Component):
                 m.d.comb += [tx.data.valid.eq(1), tx.data.payload.eq(out_byte)]
                 with m.If(tx.data.ready):
                     m.d.sync += [crc.eq(crc8_step(crc, out_byte)), left.eq(left - 1),
-                                 snap.eq(snap >> 8), out_byte.eq(snap[8:16])]
-                    with m.If(left == 1):
+                                 snap.eq(snap >> 8), out_byte.eq(snap[8:16]),
+                                 last_out.eq(left == 2)]
+                    with m.If(last_out):
                         m.next = "T_CRC"
-                    with m.Elif(is_cmd[p.Cmd.READ]):
+                    with m.Elif(is_read):
                         m.next = "T_FETCH"
             with m.State("T_CRC"):
                 send(crc, "IDLE", checked=False)

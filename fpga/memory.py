@@ -24,10 +24,10 @@ class BramMemory(wiring.Component):
     """``words`` words of W = ``mem_bytes_per_cycle`` bytes in two banks of block RAM.
 
     A read accepted in cycle t returns its beat in cycle t + ``latency`` (at least 1: the block
-    RAM's own register); bytes past ``length`` read as zero. Writes take effect at the end of
-    cycle t, or of t + 1 with a latency of 3 or more (the request is registered; a read issued
-    later still sees the write). Addresses wrap at the memory's size. Requests are always
-    accepted.
+    RAM's own register); bytes past ``length`` read as zero. A write reaches the banks through
+    the same request registers as a read (none, one with a latency of 3, two from 4), so a
+    read accepted after a write always sees it. Addresses wrap at the memory's size. Requests
+    are always accepted.
     """
 
     def __init__(self, config: EngineConfig, *, words: int):
@@ -55,20 +55,24 @@ class BramMemory(wiring.Component):
             mem = Memory(shape=data.ArrayLayout(8, w), depth=half, init=[])
             m.submodules[f"bank{b}"] = mem
             banks.append((mem.read_port(), mem.write_port(granularity=1)))
-
-        # With a latency of 3 or more, requests are registered before they reach the banks
-        # (reads and writes alike, so their order holds); with 2 or more, the words read are
-        # registered before the byte shift. Block RAM is slow on both sides on ECP5.
         m.d.comb += self.port.req.ready.eq(1)
-        spare = self.latency - 1
-        if spare >= 2:
-            fire = Signal()
-            payload = Signal(self.port.req.payload.shape())
-            m.d.sync += [fire.eq(self.port.req.valid), payload.eq(self.port.req.payload)]
-            spare -= 1
-        else:
-            fire, payload = self.port.req.valid, self.port.req.payload
 
+        # The latency beyond the block RAM's own register buys pipeline registers, most useful
+        # first (block RAM is slow on both sides on ECP5): the decoded request (bank addresses,
+        # write bytes and enables), the two words read, the request as it arrives, the beat
+        # read. Reads and writes take the same registers, so their order holds.
+        spare = self.latency - 1
+        decoded_reg = spare >= 2
+        words_reg = spare >= 1
+        request_reg = spare >= 3
+        beat_reg = spare >= 4
+        delays = spare - decoded_reg - words_reg - request_reg - beat_reg
+
+        fire, payload = self.port.req.valid, self.port.req.payload
+        if request_reg:
+            fire, payload = _register(m, fire, "req_fire"), _register(m, payload, "req")
+
+        # -- decode: which word of which bank, the bytes and enables a write puts in each ----
         index_bits = (self.words - 1).bit_length()
         word = Signal(index_bits)
         offset = Signal(range(w))
@@ -79,16 +83,8 @@ class BramMemory(wiring.Component):
         hi = Signal(index_bits)
         m.d.comb += hi.eq(word + 1)
         odd = word[0]   # the low word is in bank 1: the high word is in bank 0
-        # bank b holds words 2i + b at index i
-        addr = [Signal(index_bits - 1, name=f"addr{b}") for b in range(2)]
-        m.d.comb += [
-            addr[0].eq(Cat(_pick(odd, hi, word)[1:])),
-            addr[1].eq(Cat(_pick(odd, word, hi)[1:])),
-        ]
         keep = Signal(w)
         m.d.comb += keep.eq((Const(1, w + 1) << payload.length) - 1)
-
-        # writes: bytes and enables for the low and high word, then to their banks
         wide_data = Signal(16 * w)
         wide_en = Signal(2 * w)
         m.d.comb += [wide_data.eq(Value.cast(payload.data) << (offset * 8)),
@@ -97,44 +93,49 @@ class BramMemory(wiring.Component):
         lo_data, hi_data = wide_data[:8 * w], wide_data[8 * w:]
         lo_en = Cat(*(wide_en[i] & write for i in range(w)))
         hi_en = Cat(*(wide_en[w + i] & write for i in range(w)))
-        for b, (rd, wr) in enumerate(banks):
+        # bank b holds words 2i + b at index i
+        decoded = []
+        for b in range(2):
             lo_here = odd if b == 1 else ~odd
-            m.d.comb += [
-                rd.addr.eq(addr[b]), rd.en.eq(1),
-                wr.addr.eq(addr[b]),
-                wr.data.eq(_pick(lo_here, lo_data, hi_data)),
-                wr.en.eq(_pick(lo_here, lo_en, hi_en)),
-            ]
+            decoded.append((Cat(_pick(odd, word, hi) if b else _pick(odd, hi, word))[1:],
+                            _pick(lo_here, lo_data, hi_data), _pick(lo_here, lo_en, hi_en)))
+        reading = fire & ~payload.write
+        if decoded_reg:
+            decoded = [tuple(_register(m, v, f"{n}{b}") for v, n in zip(d, ("addr", "wdata", "wen")))
+                       for b, d in enumerate(decoded)]
+            reading, offset, keep, odd = (_register(m, v, n) for v, n in (
+                (reading, "dec_read"), (offset, "dec_offset"), (keep, "dec_keep"),
+                (odd, "dec_odd")))
+        for (rd, wr), (addr, wdata, wen) in zip(banks, decoded):
+            m.d.comb += [rd.addr.eq(addr), rd.en.eq(1), wr.addr.eq(addr), wr.data.eq(wdata),
+                         wr.en.eq(wen)]
 
-        # reads: the banks answer next cycle; shift the two words so byte `offset` comes first
-        r_valid, r_offset, r_keep, r_odd = Signal(), Signal(range(w)), Signal(w), Signal()
-        m.d.sync += [r_valid.eq(fire & ~payload.write), r_offset.eq(offset),
-                     r_keep.eq(keep), r_odd.eq(odd)]
-        lo_word = _pick(r_odd, banks[1][0].data, banks[0][0].data)
-        hi_word = _pick(r_odd, banks[0][0].data, banks[1][0].data)
-        both = Signal(16 * w)
-        valid_prev = r_valid
-        delays = spare
-        if delays:
-            q_valid, q_offset, q_keep = Signal(), Signal(range(w)), Signal(w)
-            m.d.sync += [both.eq(Cat(lo_word, hi_word)), q_valid.eq(r_valid),
-                         q_offset.eq(r_offset), q_keep.eq(r_keep)]
-            valid_prev, r_offset, r_keep = q_valid, q_offset, q_keep
-            delays -= 1
-        else:
-            m.d.comb += both.eq(Cat(lo_word, hi_word))
-        shifted = Signal(8 * w)
-        m.d.comb += shifted.eq(both.bit_select(r_offset * 8, 8 * w) if w > 1 else both[:8])
-        beat = Signal(8 * w)
-        m.d.comb += beat.eq(shifted & Cat(*(r_keep[i].replicate(8) for i in range(w))))
-
-        data_prev = beat
+        # -- reads: the banks answer next cycle; shift the two words so byte `offset` is first
+        r_valid, r_offset, r_keep, r_odd = (_register(m, v, n) for v, n in (
+            (reading, "r_valid"), (offset, "r_offset"), (keep, "r_keep"), (odd, "r_odd")))
+        both = Cat(_pick(r_odd, banks[1][0].data, banks[0][0].data),
+                   _pick(r_odd, banks[0][0].data, banks[1][0].data))
+        if words_reg:
+            both, r_valid, r_offset, r_keep = (_register(m, v, n) for v, n in (
+                (both, "words"), (r_valid, "w_valid"), (r_offset, "w_offset"),
+                (r_keep, "w_keep")))
+        shifted = both.bit_select(r_offset * 8, 8 * w) if w > 1 else both[:8]
+        beat = shifted & Cat(*(r_keep[i].replicate(8) for i in range(w)))
+        valid = r_valid
+        if beat_reg:
+            valid, beat = _register(m, valid, "beat_valid"), _register(m, beat, "beat")
         for n in range(delays):
-            v, d = Signal(name=f"rd_valid_{n}"), Signal(8 * w, name=f"rd_data_{n}")
-            m.d.sync += [v.eq(valid_prev), d.eq(data_prev)]
-            valid_prev, data_prev = v, d
-        m.d.comb += [self.port.rdata.valid.eq(valid_prev), self.port.rdata.payload.eq(data_prev)]
+            valid = _register(m, valid, f"rd_valid_{n}")
+            beat = _register(m, beat, f"rd_data_{n}")
+        m.d.comb += [self.port.rdata.valid.eq(valid), self.port.rdata.payload.eq(beat)]
         return m
+
+
+def _register(m: Module, value, name: str):
+    """``value`` one cycle later (a register named ``name`` of the same shape)."""
+    reg = Signal(value.shape(), name=name)
+    m.d.sync += reg.eq(value)
+    return reg
 
 
 def _pick(sel, a, b) -> Value:

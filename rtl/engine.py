@@ -139,7 +139,9 @@ class Engine(wiring.Component):
             queues[name] = q
         # A decode stage: the instruction and its check are registered, then dispatched to its
         # unit's queue (the checks' comparisons and the queues' write enables are then in
-        # different cycles). An illegal instruction stops the stream where it is.
+        # different cycles). It is a two-entry FIFO, so the stream's ready comes from registers
+        # alone (its level, and whether an illegal instruction is waiting: the stream stops
+        # right after one). Dispatch still takes one instruction per cycle, in program order.
         insn = self.insn.payload
         code = Signal(ErrorCode)
         self._check(m, insn, code)
@@ -151,25 +153,25 @@ class Engine(wiring.Component):
                 m.d.comb += target.eq(1)
             with m.Default():
                 m.d.comb += target.eq(2)
-        d_valid = Signal()
-        d_insn = Signal(INSN_BITS)
-        d_code = Signal(ErrorCode)
-        d_target = Signal(range(3))
-        d_illegal = d_code != ErrorCode.NONE
-        space = Mux(d_target == 0, queues["load"].w_rdy,
-                    Mux(d_target == 1, queues["compute"].w_rdy, queues["store"].w_rdy))
-        dispatch = d_valid & ~self.error & (d_illegal | space)
-        m.d.comb += self.insn.ready.eq(~self.error & (~d_valid | (dispatch & ~d_illegal)))
+        decoded = data.StructLayout({"insn": INSN_BITS, "code": ErrorCode, "target": range(3)})
+        m.submodules.decode = dq = SyncFIFO(width=decoded.size, depth=2)
+        d = data.View(decoded, dq.r_data)
+        d_illegal = d.code != ErrorCode.NONE
+        holds_illegal = Signal()
+        space = Mux(d.target == 0, queues["load"].w_rdy,
+                    Mux(d.target == 1, queues["compute"].w_rdy, queues["store"].w_rdy))
+        dispatch = dq.r_rdy & ~self.error & (d_illegal | space)
+        m.d.comb += self.insn.ready.eq(~self.error & ~holds_illegal & dq.w_rdy)
         accept = self.insn.valid & self.insn.ready
-        with m.If(accept):
-            m.d.sync += [d_valid.eq(1), d_insn.eq(insn.as_value()), d_code.eq(code),
-                         d_target.eq(target)]
-        with m.Elif(dispatch):
-            m.d.sync += d_valid.eq(0)
+        d_in = data.View(decoded, dq.w_data)
+        m.d.comb += [d_in.insn.eq(insn.as_value()), d_in.code.eq(code), d_in.target.eq(target),
+                     dq.w_en.eq(accept), dq.r_en.eq(dispatch)]
+        with m.If(accept & (code != ErrorCode.NONE)):
+            m.d.sync += holds_illegal.eq(1)
         for i, q in enumerate(queues.values()):
-            m.d.comb += [q.w_data.eq(d_insn), q.w_en.eq(dispatch & ~d_illegal & (d_target == i))]
+            m.d.comb += [q.w_data.eq(d.insn), q.w_en.eq(dispatch & ~d_illegal & (d.target == i))]
         with m.If(dispatch & d_illegal):
-            m.d.sync += [self.error.eq(1), self.error_code.eq(d_code)]
+            m.d.sync += [self.error.eq(1), self.error_code.eq(d.code)]
         with m.If(dispatch):
             m.d.sync += self.counters.insns.eq(self.counters.insns + 1)
 
@@ -201,7 +203,7 @@ class Engine(wiring.Component):
         idle = Signal()
         m.d.comb += idle.eq(load_idle & compute_idle & store_idle
                             & (queues["load"].level == 0) & (queues["compute"].level == 0)
-                            & (queues["store"].level == 0) & ~(d_valid & ~self.error))
+                            & (queues["store"].level == 0) & ~(dq.r_rdy & ~self.error))
         m.d.comb += self.idle.eq(idle)
         with m.If(~idle):
             m.d.sync += self.counters.busy.eq(self.counters.busy + 1)
