@@ -234,8 +234,13 @@ class HostLink(wiring.Component):
                 m.d.sync += [kind[c].eq(is_cmd[c]) for c in p.Cmd]
                 m.next = "CHECK"
             with m.State("CHECK"):
+                # (the snapshot is taken whatever the command: only those that answer with
+                # it send it)
                 m.d.sync += [status.eq(verdict), rsp_len.eq(0), addr.eq(arg_addr),
-                             pidx.eq(arg_u16)]
+                             pidx.eq(arg_u16),
+                             snap.eq(Mux(kind[p.Cmd.INFO], info_payload,
+                                         Mux(kind[p.Cmd.STATUS], status_payload,
+                                             self.counters.as_value())))]
                 with m.If(failed):
                     m.next = "T_SYNC"
                 with m.Elif(kind[p.Cmd.WRITE]):
@@ -254,14 +259,13 @@ class HostLink(wiring.Component):
                     m.d.sync += rsp_len.eq(read_count)
                     m.next = "T_SYNC"
                 with m.Elif(kind[p.Cmd.INFO]):
-                    m.d.sync += [rsp_len.eq(len(self.info)), snap.eq(info_payload)]
+                    m.d.sync += rsp_len.eq(len(self.info))
                     m.next = "T_SYNC"
                 with m.Elif(kind[p.Cmd.STATUS]):
-                    m.d.sync += [rsp_len.eq(p.STATUS_FORMAT.size), snap.eq(status_payload)]
+                    m.d.sync += rsp_len.eq(p.STATUS_FORMAT.size)
                     m.next = "T_SYNC"
                 with m.Else():   # COUNTERS
-                    m.d.sync += [rsp_len.eq(counter_layout.size // 8),
-                                 snap.eq(self.counters.as_value())]
+                    m.d.sync += rsp_len.eq(counter_layout.size // 8)
                     m.next = "T_SYNC"
             m.d.comb += self.count.eq(arg_u16)
 

@@ -58,14 +58,15 @@ class BramMemory(wiring.Component):
         m.d.comb += self.port.req.ready.eq(1)
 
         # The latency beyond the block RAM's own register buys pipeline registers, most useful
-        # first (block RAM is slow on both sides on ECP5): the decoded request (bank addresses,
-        # write bytes and enables), the two words read, the request as it arrives, the beat
-        # read. Reads and writes take the same registers, so their order holds.
+        # first: the two words as they leave the banks (block RAM output is slow on ECP5:
+        # nothing may stand between it and a register), the decoded request (bank addresses,
+        # write bytes and enables), the beat read, the request as it arrives. Reads and writes
+        # take the same registers, so their order holds.
         spare = self.latency - 1
-        decoded_reg = spare >= 2
         words_reg = spare >= 1
-        request_reg = spare >= 3
-        beat_reg = spare >= 4
+        decoded_reg = spare >= 2
+        beat_reg = spare >= 3
+        request_reg = spare >= 4
         delays = spare - decoded_reg - words_reg - request_reg - beat_reg
 
         fire, payload = self.port.req.valid, self.port.req.payload
@@ -101,24 +102,26 @@ class BramMemory(wiring.Component):
                             _pick(lo_here, lo_data, hi_data), _pick(lo_here, lo_en, hi_en)))
         reading = fire & ~payload.write
         if decoded_reg:
-            decoded = [tuple(_register(m, v, f"{n}{b}") for v, n in zip(d, ("addr", "wdata", "wen")))
+            decoded = [tuple(_register(m, v, f"{n}{b}")
+                             for v, n in zip(d, ("addr", "wdata", "wen"), strict=True))
                        for b, d in enumerate(decoded)]
             reading, offset, keep, odd = (_register(m, v, n) for v, n in (
                 (reading, "dec_read"), (offset, "dec_offset"), (keep, "dec_keep"),
                 (odd, "dec_odd")))
-        for (rd, wr), (addr, wdata, wen) in zip(banks, decoded):
+        for (rd, wr), (addr, wdata, wen) in zip(banks, decoded, strict=True):
             m.d.comb += [rd.addr.eq(addr), rd.en.eq(1), wr.addr.eq(addr), wr.data.eq(wdata),
                          wr.en.eq(wen)]
 
         # -- reads: the banks answer next cycle; shift the two words so byte `offset` is first
         r_valid, r_offset, r_keep, r_odd = (_register(m, v, n) for v, n in (
             (reading, "r_valid"), (offset, "r_offset"), (keep, "r_keep"), (odd, "r_odd")))
-        both = Cat(_pick(r_odd, banks[1][0].data, banks[0][0].data),
-                   _pick(r_odd, banks[0][0].data, banks[1][0].data))
+        out = [Value.cast(rd.data) for rd, _ in banks]
         if words_reg:
-            both, r_valid, r_offset, r_keep = (_register(m, v, n) for v, n in (
-                (both, "words"), (r_valid, "w_valid"), (r_offset, "w_offset"),
-                (r_keep, "w_keep")))
+            out = [_register(m, v, f"words{b}") for b, v in enumerate(out)]
+            r_valid, r_offset, r_keep, r_odd = (_register(m, v, n) for v, n in (
+                (r_valid, "w_valid"), (r_offset, "w_offset"), (r_keep, "w_keep"),
+                (r_odd, "w_odd")))
+        both = Cat(_pick(r_odd, out[1], out[0]), _pick(r_odd, out[0], out[1]))
         shifted = both.bit_select(r_offset * 8, 8 * w) if w > 1 else both[:8]
         beat = shifted & Cat(*(r_keep[i].replicate(8) for i in range(w)))
         valid = r_valid

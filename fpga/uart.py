@@ -77,7 +77,8 @@ class UARTRx(wiring.Component):
 
 
 class UARTTx(wiring.Component):
-    """Sends the bytes of a stream on ``tx`` (idle high)."""
+    """Sends the bytes of a stream on ``tx`` (idle high). A byte taken waits in a holding
+    register until the line is free, so ``ready`` comes from a register alone."""
 
     def __init__(self, divisor: int):
         if divisor < 4:
@@ -90,11 +91,15 @@ class UARTTx(wiring.Component):
         count = Signal(range(self.divisor))
         shift = Signal(10, init=0x3FF)
         left = Signal(range(11))
-        m.d.comb += [self.tx.eq(shift[0]), self.data.ready.eq(left == 0)]
-        with m.If(self.data.valid & self.data.ready):
+        held = Signal()
+        byte = Signal(8)
+        m.d.comb += [self.tx.eq(shift[0]), self.data.ready.eq(~held)]
+        with m.If(self.data.valid & ~held):
+            m.d.sync += [held.eq(1), byte.eq(self.data.payload)]
+        with m.If(held & (left == 0)):
             # start bit, the byte LSB first, stop bit
-            m.d.sync += [shift.eq(Cat(0, self.data.payload, 1)), left.eq(10),
-                         count.eq(self.divisor - 1)]
+            m.d.sync += [shift.eq(Cat(0, byte, 1)), left.eq(10), count.eq(self.divisor - 1),
+                         held.eq(0)]
         with m.Elif(left != 0):
             with m.If(count != 0):
                 m.d.sync += count.eq(count - 1)

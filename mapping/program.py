@@ -30,6 +30,7 @@ __all__ = ["DISPATCH_LATENCY", "ProgramTiming", "Replay", "instruction_cycles", 
 DISPATCH_LATENCY = EngineTiming.dispatch_latency
 COMPUTE_ISSUE_LATENCY = EngineTiming.compute_issue_latency
 STORE_SETUP = EngineTiming.store_setup
+STORE_READ = EngineTiming.store_read_latency
 STORE_PARAMS = EngineTiming.store_params
 QUEUE_DEPTH = EngineTiming.queue_depth
 REQUANT_LATENCY = EngineTiming.requant_latency
@@ -75,7 +76,7 @@ def _span(cfg: EngineConfig, insn: Insn) -> int:
                 + EngineTiming.writeback_latency)
     if insn.op == Op.STORE:
         params = STORE_PARAMS + REQUANT_LATENCY if a["requant"] else 0
-        return STORE_SETUP + 3 + params + store_beats(cfg, insn)
+        return STORE_SETUP + STORE_READ + 2 + params + store_beats(cfg, insn)
     return 1
 
 
@@ -102,17 +103,17 @@ STORE_RELEASE = 2
 
 def store_delay(requant: bool) -> int:
     """:func:`store_request_delay` of a STORE that does (or does not) requantize."""
-    return STORE_SETUP + 2 + (STORE_PARAMS + REQUANT_LATENCY if requant else 0)
+    return STORE_SETUP + STORE_READ + 1 + (STORE_PARAMS + REQUANT_LATENCY if requant else 0)
 
 
 def store_request_delay(insn: Insn) -> int:
     """Cycles from a STORE being taken to its first beat asking for the memory port.
 
-    The FSM step and the accumulator's synchronous read (``store_setup + 2``), plus the
-    parameter reads and the requantizer's pipeline when it requantizes.
+    The FSM step, the accumulator's read and the row's register before it leaves
+    (``store_setup + store_read_latency + 1``), plus the parameter reads and the requantizer's
+    pipeline when it requantizes.
     """
-    params = STORE_PARAMS + REQUANT_LATENCY if insn.args["requant"] else 0
-    return STORE_SETUP + 2 + params
+    return store_delay(bool(insn.args["requant"]))
 
 
 class _Port:
@@ -460,7 +461,7 @@ class Replay:
                 else:
                     token = beat_free + result_latency + 2
                 start = max(token, free[2 * u], last_dispatch + len(fed) + 1 + DISPATCH_LATENCY)
-                horizon = start + (LOAD_REQUEST_DELAY if u == 0 else STORE_SETUP + 2)
+                horizon = start + (LOAD_REQUEST_DELAY if u == 0 else STORE_SETUP + STORE_READ + 1)
             if horizon is None and (load is None or store is None):
                 # one unit alone, nothing to stop it: its beats run back to back (inlined
                 # _Port._alone, the common case)

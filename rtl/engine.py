@@ -66,12 +66,15 @@ class EngineTiming:
     #: queue's write)
     dispatch_latency = 2
     #: the compute unit taking an instruction to its first operand beat (source FIFO in and out,
-    #: source register, synchronous scratchpad read)
-    compute_issue_latency = 4
+    #: source register, synchronous scratchpad read, the register behind it)
+    compute_issue_latency = 5
     #: the store unit taking an instruction to its first accumulator read (FSM transition)
     store_setup = 1
+    #: an accumulator row read for a store to its arrival in the store's pipeline (synchronous
+    #: read, the register behind it)
+    store_read_latency = 2
     #: cycles to read bias, multiplier and shift rows from scratchpad Q before a requantized store
-    store_params = 4
+    store_params = 5
     #: instruction queue depth per unit
     queue_depth = QUEUE_DEPTH
     #: the requantizer's pipeline depth
@@ -384,22 +387,27 @@ class Engine(wiring.Component):
 
         a_rd = spad_a.read_port()
         b_rd = spad_b.read_port()
-        m.d.comb += [tile.a.payload.data.eq(a_rd.data), tile.b.payload.eq(b_rd.data)]
 
         def source(name, q, ports, out_ready, count):
             """Stream rows ``base .. base+count-1`` of scratchpads, one instruction after
-            another, through synchronous read ports whose output holds while the consumer
-            waits. ``ports`` pairs each read port with the field giving its first row."""
+            another, through synchronous read ports and a register behind each (block RAM
+            output is slow on an FPGA), both holding while the consumer waits. ``ports`` pairs
+            each read port with the field giving its first row; returns the rows' registers."""
             d = data.View(src_layout, q.r_data)
             active = Signal(name=f"{name}_active")
             index = Signal(16, name=f"{name}_index")
             extent = Signal(16, name=f"{name}_extent")
-            valid = Signal(name=f"{name}_valid")
+            read = Signal(name=f"{name}_read")     # the read ports hold a row
+            read_last = Signal(name=f"{name}_read_last")
+            valid = Signal(name=f"{name}_valid")   # the registers behind them hold a row
             last = Signal(name=f"{name}_last")
+            rows = [Signal.like(port.data, name=f"{name}_row_{first}") for port, first in ports]
             advance = ~valid | out_ready
             final = index + 1 == extent
             with m.If(advance):
-                m.d.sync += [valid.eq(active), last.eq(final)]
+                m.d.sync += [read.eq(active), read_last.eq(final), valid.eq(read),
+                             last.eq(read_last)]
+                m.d.sync += [row.eq(port.data) for row, (port, _) in zip(rows, ports, strict=True)]
                 with m.If(active):
                     m.d.sync += index.eq(index + 1)
                     with m.If(final):
@@ -413,29 +421,30 @@ class Engine(wiring.Component):
                 with m.If(take):
                     m.d.sync += base.eq(getattr(d, first))
                 m.d.comb += [port.en.eq(advance), port.addr.eq(base + index)]
-            return valid, last, ~active & ~valid
+            return valid, last, rows, ~active & ~read & ~valid
 
         if os_:
-            valid, last, sources_idle = source(
+            valid, last, (a_row, b_row), sources_idle = source(
                 "src", src_a_q, [(a_rd, "a_row"), (b_rd, "b_row")], tile.a.ready,
                 lambda d: d.extent)
             m.d.comb += [tile.a.valid.eq(valid), tile.b.valid.eq(valid),
                          tile.a.payload.last.eq(last)]
         else:
-            a_valid, a_last, a_idle = source("src_a", src_a_q, [(a_rd, "a_row")], tile.a.ready,
-                                             lambda d: d.extent)
-            b_valid, _, b_idle = source("src_b", src_b_q, [(b_rd, "b_row")], tile.b.ready,
-                                        lambda d: r)
+            a_valid, a_last, (a_row,), a_idle = source(
+                "src_a", src_a_q, [(a_rd, "a_row")], tile.a.ready, lambda d: d.extent)
+            b_valid, _, (b_row,), b_idle = source(
+                "src_b", src_b_q, [(b_rd, "b_row")], tile.b.ready, lambda d: r)
             m.d.comb += [tile.a.valid.eq(a_valid), tile.a.payload.last.eq(a_last),
                          tile.b.valid.eq(b_valid)]
             sources_idle = a_idle & b_idle
+        m.d.comb += [tile.a.payload.data.eq(a_row), tile.b.payload.eq(b_row)]
         with m.If(tile.a.valid & tile.a.ready):
             m.d.sync += self.counters.compute.eq(self.counters.compute + 1)
 
         # Writeback: results into the accumulator, overwriting or adding (read, then write).
         m.d.comb += tile.c.ready.eq(1)
         acc_wr = acc.write_port()
-        acc_rd = acc.read_port(transparent_for=(acc_wr,))
+        acc_rd = acc.read_port()   # not transparent: writes in flight are forwarded
         desc = data.View(wb_layout, wb_q.r_data)
         out_row = Signal(16)
         target = desc.acc_row + (r - 1 - out_row if os_ else out_row)
@@ -455,26 +464,38 @@ class Engine(wiring.Component):
         m.d.comb += wb_q.r_en.eq(fire & tile.c.payload.last)
         with m.If(fire):
             m.d.sync += out_row.eq(Mux(tile.c.payload.last, 0, out_row + 1))
-        # Stage 2 registers the row read from the accumulator before adding to it (block RAM
-        # output is slow on an FPGA), and writes in the next cycle. A row stage 2 writes while
-        # stage 1 holds the next result for the same row reaches that row by forwarding.
+        # Stage 2 registers the row read from the accumulator as it leaves the block RAM (whose
+        # output is slow on an FPGA: nothing may stand between it and a register), adds to it,
+        # and writes in the same cycle. The read happened two cycles earlier, before the writes
+        # of the two rows ahead: a row one of them wrote is registered beside the one read and
+        # taken instead (the nearer one first).
         row_layout = data.ArrayLayout(acc_shape, c)
-        old = data.View(row_layout, acc_rd.data)
         s2_valid = Signal()
         s2_addr = Signal(16)
         s2_data = Signal(row_layout)
-        s2_old = Signal(row_layout)
+        s2_read = Signal(row_layout)
+        s2_forward = Signal()
+        s2_written = Signal(row_layout)
         s2_acc = Signal()
         s2_push_prev = Signal()
         s2_push_next = Signal()
         new_row = Signal(row_layout)
+        s1_forward = Signal()
+        s1_written = Signal(row_layout)
+        s2_forward_far = Signal()
+        s2_written_far = Signal(row_layout)
+        old = Mux(s2_forward, s2_written.as_value(),
+                  Mux(s2_forward_far, s2_written_far.as_value(), s2_read.as_value()))
+        old_row = data.View(row_layout, old)
         for j in range(c):
-            m.d.comb += new_row[j].eq(Mux(s2_acc, s2_old[j], 0) + s2_data[j])
-        forward = s2_valid & (s2_addr == s1_addr)
+            m.d.comb += new_row[j].eq(Mux(s2_acc, old_row[j], 0) + s2_data[j])
         m.d.sync += [s2_valid.eq(s1_valid), s2_addr.eq(s1_addr), s2_data.eq(s1_data),
                      s2_acc.eq(s1_acc), s2_push_prev.eq(s1_push_prev),
                      s2_push_next.eq(s1_push_next),
-                     s2_old.eq(Mux(forward, new_row.as_value(), old.as_value()))]
+                     s2_read.eq(acc_rd.data), s2_forward.eq(s2_valid & (s2_addr == s1_addr)),
+                     s2_written.eq(new_row),
+                     s1_forward.eq(s2_valid & (s2_addr == target)), s1_written.eq(new_row),
+                     s2_forward_far.eq(s1_forward), s2_written_far.eq(s1_written)]
         m.d.comb += [acc_wr.addr.eq(s2_addr), acc_wr.en.eq(s2_valid), acc_wr.data.eq(new_row)]
         m.d.comb += [inc["c2l"].eq(s2_push_prev), inc["c2s"].eq(s2_push_next)]
 
@@ -512,7 +533,9 @@ class Engine(wiring.Component):
         shift = Signal(data.ArrayLayout(signed(32), c))
 
         q_rd = spad_q.read_port()
-        q_step = Signal(range(4))
+        q_word = Signal.like(q_rd.data)   # registered as it leaves the block RAM
+        m.d.sync += q_word.eq(q_rd.data)
+        q_step = Signal(range(5))
         rows_out = Signal(16)   # rows whose last beat memory has accepted
 
         with m.FSM(name="store") as fsm:
@@ -535,16 +558,17 @@ class Engine(wiring.Component):
                         with m.Else():
                             m.next = "RUN"
             with m.State("PARAMS"):
-                # Bias, multiplier and shift rows, one read each (synchronous port).
+                # Bias, multiplier and shift rows, one read each (synchronous port, then the
+                # register behind it).
                 m.d.comb += [q_rd.addr.eq(q_row + q_step), q_rd.en.eq(1)]
                 m.d.sync += q_step.eq(q_step + 1)
                 with m.Switch(q_step):
-                    with m.Case(1):
-                        m.d.sync += bias.eq(q_rd.data)
                     with m.Case(2):
-                        m.d.sync += mult.eq(q_rd.data)
+                        m.d.sync += bias.eq(q_word)
                     with m.Case(3):
-                        m.d.sync += shift.eq(q_rd.data)
+                        m.d.sync += mult.eq(q_word)
+                    with m.Case(4):
+                        m.d.sync += shift.eq(q_word)
                         m.next = "RUN"
             with m.State("RUN"):
                 with m.If(rows_out == rows):
@@ -552,20 +576,25 @@ class Engine(wiring.Component):
                     m.next = "IDLE"
 
         # Accumulator rows as a stream (synchronous read whose output holds while waiting).
+        # The read port and a register behind it (block RAM output is slow on an FPGA) move
+        # together and hold while the consumer waits.
         acc_rd = acc.read_port()
         issued = Signal(16)
-        row_valid = Signal()
+        read = Signal()          # the read port holds a row
+        read_last = Signal()
+        row_valid = Signal()     # the register behind it holds a row
         row_last = Signal()
+        acc_row_data = Signal(data.ArrayLayout(acc_shape, c))
         sink_ready = Signal()
         advance = ~row_valid | sink_ready
         state_run = Signal()
         m.d.comb += [acc_rd.addr.eq(acc_row + issued), acc_rd.en.eq(advance)]
         more = state_run & (issued < rows)
         with m.If(advance):
-            m.d.sync += [row_valid.eq(more), row_last.eq(issued + 1 == rows)]
+            m.d.sync += [read.eq(more), read_last.eq(issued + 1 == rows), row_valid.eq(read),
+                         row_last.eq(read_last), acc_row_data.eq(acc_rd.data)]
             with m.If(more):
                 m.d.sync += issued.eq(issued + 1)
-        acc_row_data = data.View(data.ArrayLayout(acc_shape, c), acc_rd.data)
 
         # Into the requantizer, or straight on as int32.
         m.d.comb += [rq.i.payload.acc.eq(acc_row_data), rq.i.payload.bias.eq(bias),

@@ -175,10 +175,11 @@ class Requantizer(wiring.Component):
             # 1 - 2**30 (ab < 0) and divides by 2**31 truncating; for ab < 0 truncation is
             # floor((ab + 1 - 2**30 + 2**31 - 1) / 2**31), so both cases are the same
             # floor((ab + 2**30) / 2**31): one add and an arithmetic shift. Its only result
-            # outside int32 is 2**31, from INT32_MIN * INT32_MIN, which saturates.
+            # outside int32 is 2**31, from INT32_MIN * INT32_MIN, which saturates: it is the
+            # only non-negative value with bit 31 set, so no compare follows the add.
             high = Signal(signed(34), name=f"high_{k}")
             m.d.comb += high.eq((ab + (1 << 30)) >> 31)
-            x4 = reg(Mux(high > INT32_MAX, INT32_MAX, high), s32, f"x4_{k}")
+            x4 = reg(Mux(~high[33] & high[31], INT32_MAX, high), s32, f"x4_{k}")
             r4 = reg(r3, unsigned(5), f"r4_{k}")
             # the divide's mask and half-mask depend on the shift alone: ready a stage early
             # (a thermometer code: bit i set while i < r; half is the mask shifted down once)
