@@ -115,13 +115,14 @@ class BramMemory(wiring.Component):
         # -- reads: the banks answer next cycle; shift the two words so byte `offset` is first
         r_valid, r_offset, r_keep, r_odd = (_register(m, v, n) for v, n in (
             (reading, "r_valid"), (offset, "r_offset"), (keep, "r_keep"), (odd, "r_odd")))
-        out = [Value.cast(rd.data) for rd, _ in banks]
+        out = Cat(*(rd.data for rd, _ in banks))
         if words_reg:
-            out = [_register(m, v, f"words{b}") for b, v in enumerate(out)]
+            out = _register(m, out, "words")
             r_valid, r_offset, r_keep, r_odd = (_register(m, v, n) for v, n in (
                 (r_valid, "w_valid"), (r_offset, "w_offset"), (r_keep, "w_keep"),
                 (r_odd, "w_odd")))
-        both = Cat(_pick(r_odd, out[1], out[0]), _pick(r_odd, out[0], out[1]))
+        word0, word1 = out[:8 * w], out[8 * w:]
+        both = Cat(_pick(r_odd, word1, word0), _pick(r_odd, word0, word1))
         shifted = both.bit_select(r_offset * 8, 8 * w) if w > 1 else both[:8]
         beat = shifted & Cat(*(r_keep[i].replicate(8) for i in range(w)))
         valid = r_valid
