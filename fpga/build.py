@@ -217,7 +217,8 @@ def build(board: Board, config: EngineConfig, *, synth_only: bool = False,
         report.seconds = time.perf_counter() - t0
         return report
     # a design that misses the target still gets its bitstream; the report says by how much
-    overrides = {"nextpnr_opts": "--report report.json --timing-allow-fail"}
+    overrides = {"nextpnr_opts": "--report report.json --timing-allow-fail",
+                 "script_after_read": _SCRIPT_AFTER_READ}
     if synth_only:
         overrides["script_after_synth"] = "tee -q -o synth_stat.json stat -json"
     plan = platform.build(top, name="top", build_dir=str(directory), do_build=False,
@@ -241,6 +242,15 @@ def build(board: Board, config: EngineConfig, *, synth_only: bool = False,
     report.seconds = time.perf_counter() - t0
     (directory / "tessera_report.json").write_text(json.dumps(report.to_dict(), indent=2))
     return report
+
+
+#: Yosys commands before synthesis. A block RAM cannot give the value an address held before
+#: the other port writes it in the same cycle, so by default Yosys adds a bypass register and
+#: a multiplexer behind every synchronous read port: logic right at the slow block RAM output.
+#: Nothing in the board top reads an address in the cycle it is written (the accumulator's
+#: writeback forwards that row instead), so the value such a read returns may be undefined.
+#: (Every memory in the design has one write port: the mask is one bit.)
+_SCRIPT_AFTER_READ = "setparam -set COLLISION_X_MASK 1'1 t:$memrd_v2 r:CLK_ENABLE=1 %i"
 
 
 def _run(cmd: list[str], cwd: Path, env: dict[str, str]) -> None:

@@ -53,6 +53,9 @@ class ErrorCode(enum.Enum, shape=4):
 
 
 QUEUE_DEPTH = 64
+#: rows a store may have between the accumulator read and the beat splitter (more than the
+#: requantizer holds, so it never waits)
+STORE_ROW_FIFO_DEPTH = len(Requantizer.STAGES) + 5
 
 
 class EngineTiming:
@@ -70,9 +73,9 @@ class EngineTiming:
     compute_issue_latency = 5
     #: the store unit taking an instruction to its first accumulator read (FSM transition)
     store_setup = 1
-    #: an accumulator row read for a store to its arrival in the store's pipeline (synchronous
-    #: read, the register behind it)
-    store_read_latency = 2
+    #: an accumulator row read for a store to its arrival at the beat splitter, besides the
+    #: requantizer (synchronous read, the register behind it, the row FIFO)
+    store_read_latency = 3
     #: cycles to read bias, multiplier and shift rows from scratchpad Q before a requantized store
     store_params = 5
     #: instruction queue depth per unit
@@ -601,21 +604,31 @@ class Engine(wiring.Component):
                      rq.i.payload.multiplier.eq(mult), rq.i.payload.last.eq(row_last)]
         for j in range(c):
             m.d.comb += rq.i.payload.shift[j].eq(shift[j])
+        # Rows, requantized or straight on as int32, wait in a FIFO for the beat splitter. A
+        # row enters the requantizer (or the FIFO) only with a place in the FIFO kept for it,
+        # so neither the requantizer nor the read stream ever waits on the splitter: their
+        # clock enables come from a register, not from the memory port's handshake.
         row_bytes_max = 4 * c
-        packed = Signal(8 * row_bytes_max)   # the row, as bytes in memory order
-        packed_valid = Signal()
+        rows_q = SyncFIFO(width=8 * row_bytes_max, depth=STORE_ROW_FIFO_DEPTH)
+        m.submodules.store_rows = rows_q
+        pending = Signal(range(STORE_ROW_FIFO_DEPTH + 1))   # rows taken, not yet split
+        room = pending < STORE_ROW_FIFO_DEPTH
+        take = row_valid & room
         packed_ready = Signal()
+        pop = rows_q.r_rdy & packed_ready
+        m.d.sync += pending.eq(pending + take - pop)
+        m.d.comb += [sink_ready.eq(room), rq.o.ready.eq(1)]
         lanes32 = [Signal(signed(32), name=f"raw_{j}") for j in range(c)]
         for j in range(c):
             m.d.comb += lanes32[j].eq(acc_row_data[j])  # sign-extends to int32
-        raw = Cat(*lanes32)
         with m.If(requant):
-            m.d.comb += [rq.i.valid.eq(row_valid), sink_ready.eq(rq.i.ready),
-                         packed_valid.eq(rq.o.valid), rq.o.ready.eq(packed_ready),
-                         packed.eq(rq.o.payload.data.as_value())]
+            m.d.comb += [rq.i.valid.eq(take), rows_q.w_en.eq(rq.o.valid),
+                         rows_q.w_data.eq(rq.o.payload.data.as_value())]
         with m.Else():
-            m.d.comb += [packed_valid.eq(row_valid), sink_ready.eq(packed_ready),
-                         packed.eq(raw)]
+            m.d.comb += [rows_q.w_en.eq(take), rows_q.w_data.eq(Cat(*lanes32))]
+        packed = rows_q.r_data   # the row, as bytes in memory order
+        packed_valid = rows_q.r_rdy
+        m.d.comb += rows_q.r_en.eq(pop)
 
         # Split each row into memory beats of up to W bytes.
         row_size = Signal(range(row_bytes_max + 1))
@@ -642,7 +655,7 @@ class Engine(wiring.Component):
                              rows_out.eq(rows_out + 1)]
             with m.Else():
                 m.d.sync += offset.eq(offset + w)
-        with m.If(packed_valid & packed_ready):
+        with m.If(pop):
             m.d.sync += [buf.eq(packed), have.eq(1), offset.eq(0)]
 
         # Per-instruction setup of the row streamer.
