@@ -627,7 +627,6 @@ class Engine(wiring.Component):
         with m.Else():
             m.d.comb += [rows_q.w_en.eq(take), rows_q.w_data.eq(Cat(*lanes32))]
         packed = rows_q.r_data   # the row, as bytes in memory order
-        packed_valid = rows_q.r_rdy
         m.d.comb += rows_q.r_en.eq(pop)
 
         # Split each row into memory beats of up to W bytes.
