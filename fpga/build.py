@@ -250,7 +250,11 @@ def build(board: Board, config: EngineConfig, *, synth_only: bool = False,
 #: Nothing in the board top reads an address in the cycle it is written (the accumulator's
 #: writeback forwards that row instead), so the value such a read returns may be undefined.
 #: (Every memory in the design has one write port: the mask is one bit.)
-_SCRIPT_AFTER_READ = "setparam -set COLLISION_X_MASK 1'1 t:$memrd_v2 r:CLK_ENABLE=1 %i"
+#: Yosys also leaves a state machine whose register has an initial value binary-encoded; the
+#: board top's state machines all live in domains with a reset (the engine's, the host
+#: link's), so their initial values go and they are re-encoded one-hot.
+_SCRIPT_AFTER_READ = ("setparam -set COLLISION_X_MASK 1'1 t:$memrd_v2 r:CLK_ENABLE=1 %i\n"
+                      "setattr -unset init w:fsm_state w:*_state")
 
 
 def _run(cmd: list[str], cwd: Path, env: dict[str, str]) -> None:

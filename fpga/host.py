@@ -68,7 +68,7 @@ class RunStatus:
     done: bool
     error: bool
     error_code: ErrorCode
-    pc: int
+    pc: int        # instructions dispatched (after an error: the failing one's index + 1)
     cycles: int
 
 

@@ -123,6 +123,8 @@ class HostLink(wiring.Component):
         arg_u16 = args[:16]            # START count, PROGRAM first index
         read_count = args[32:48]
         m.d.comb += [buf_w.addr.eq(idx), buf_w.data.eq(byte), buf_r.addr.eq(idx)]
+        frame_byte = Signal(8)        # the frame buffer's output, registered as it leaves
+        m.d.sync += frame_byte.eq(buf_r.data)
 
         is_cmd = {c: cmd == c.value for c in p.Cmd}
         needs_idle = is_cmd[p.Cmd.WRITE] | is_cmd[p.Cmd.READ] | is_cmd[p.Cmd.PROGRAM] \
@@ -174,7 +176,7 @@ class HostLink(wiring.Component):
         # one-byte requests: the byte goes in lane 0 (a write's data comes from the frame)
         request = Signal(req.payload.shape())
         m.d.comb += [request.write.eq(writing), request.addr.eq(addr), request.length.eq(1),
-                     request.data.as_value().eq(out_byte)]
+                     request.data.as_value().eq(frame_byte)]
         m.d.comb += [req.payload.eq(request), self.mem.rdata.ready.eq(1),
                      self.prog_addr.eq(pidx), self.prog_data.eq(word[:INSN_BITS])]
 
@@ -271,8 +273,8 @@ class HostLink(wiring.Component):
 
             with m.State("W_FETCH"):     # the frame buffer reads idx; its data is there next
                 m.next = "W_LATCH"
-            with m.State("W_LATCH"):     # and is registered before it goes to memory
-                m.d.sync += [out_byte.eq(buf_r.data), last_step.eq(idx + 1 == length)]
+            with m.State("W_LATCH"):     # and is registered (frame_byte) before it goes out
+                m.d.sync += last_step.eq(idx + 1 == length)
                 m.next = "W_STORE"
             with m.State("W_STORE"):
                 m.d.comb += [req.valid.eq(1), writing.eq(1)]

@@ -40,6 +40,8 @@ __all__ = ["BoardTop"]
 
 #: default words of program memory (one block RAM deep on ECP5, 17 wide)
 IMEM_DEPTH = 512
+#: cycles the host link is held in reset after configuration
+LINK_RESET_CYCLES = 7
 #: instruction words prefetched from program memory ahead of the engine
 FEED_DEPTH = 8
 #: the host link's frame buffer
@@ -107,9 +109,22 @@ class BoardTop(wiring.Component):
         m.submodules.mem = mem = BramMemory(self.config, words=self.mem_words)
         m.submodules.imem = imem = Memory(shape=unsigned(INSN_BITS), depth=self.imem_depth,
                                           init=[])
-        m.submodules.link = link = HostLink(
+        # The host link too runs in its own domain, reset for a few cycles after configuration
+        # (and with the platform's reset, if there is one): its state machines then need no
+        # initial value, which lets synthesis encode them one-hot (see fpga.build).
+        starting = Signal(range(LINK_RESET_CYCLES + 1), init=LINK_RESET_CYCLES)
+        link_reset = Signal(init=1)
+        with m.If(starting != 0):
+            m.d.sync += starting.eq(starting - 1)
+        m.d.sync += link_reset.eq(starting != 0)
+        m.domains.link = ClockDomain("link", local=True)
+        m.d.comb += [ClockSignal("link").eq(ClockSignal("sync")),
+                     ResetSignal("link").eq(ResetSignal("sync", allow_reset_less=True)
+                                            | link_reset)]
+        link = HostLink(
             self.config, mem_bytes=self.mem_bytes, imem_depth=self.imem_depth,
             divisor=self.divisor, clock_hz=self.clock_hz, tag=config_tag(self.config))
+        m.submodules.link = DomainRenamer("link")(link)
         m.d.comb += [link.rx.eq(self.rx), self.tx.eq(link.tx)]
 
         # -- program memory: written by the link, read by the instruction feed ---------------
@@ -171,7 +186,8 @@ class BoardTop(wiring.Component):
                          link.mem.rdata.valid.eq(port.rdata.valid)]
 
         m.d.comb += [link.running.eq(go), link.done.eq(finished), link.error.eq(engine.error),
-                     link.error_code.eq(engine.error_code), link.pc.eq(pc), link.cycles.eq(cycles),
+                     link.error_code.eq(engine.error_code),
+                     link.pc.eq(engine.counters.insns[:16]), link.cycles.eq(cycles),
                      link.counters.eq(engine.counters)]
         m.d.comb += [self.done.eq(finished), self.error.eq(engine.error), self.running.eq(go)]
 

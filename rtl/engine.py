@@ -65,9 +65,9 @@ class EngineTiming:
     control logic that moves a register must change the number here.
     """
 
-    #: an instruction entering the dispatcher to its unit seeing it (decode register, then the
-    #: queue's write)
-    dispatch_latency = 2
+    #: an instruction entering the dispatcher to its unit seeing it (decode register, check into
+    #: the decode FIFO, then the queue's write)
+    dispatch_latency = 3
     #: the compute unit taking an instruction to its first operand beat (source FIFO in and out,
     #: source register, synchronous scratchpad read, the register behind it)
     compute_issue_latency = 5
@@ -143,37 +143,44 @@ class Engine(wiring.Component):
             q = SyncFIFO(width=INSN_BITS, depth=QUEUE_DEPTH)
             m.submodules[f"{name}_queue"] = q
             queues[name] = q
-        # A decode stage: the instruction and its check are registered, then dispatched to its
-        # unit's queue (the checks' comparisons and the queues' write enables are then in
-        # different cycles). It is a two-entry FIFO, so the stream's ready comes from registers
-        # alone (its level, and whether an illegal instruction is waiting: the stream stops
-        # right after one). Dispatch still takes one instruction per cycle, in program order.
-        insn = self.insn.payload
+        # Decode, in two registered steps so the stream's ready comes from registers alone:
+        # the instruction is taken into a register with the sums its range checks compare
+        # (the adders), then checked (the compares) on its way into a two-entry FIFO, which
+        # dispatches one instruction per cycle, in program order, to its unit's queue. An
+        # illegal instruction stops dispatch where it is; words taken after it are dropped
+        # (``counters.insns`` counts the instructions dispatched, the illegal one included).
+        p_valid = Signal()
+        p_insn = Signal(insn_layout)
+        sums = {name: Signal(17, name=f"sum_{name}") for name in self._sum_terms(self.insn.payload)}
+        decoded = data.StructLayout({"insn": INSN_BITS, "code": ErrorCode, "target": range(3)})
+        m.submodules.decode = dq = SyncFIFO(width=decoded.size, depth=2)
+        m.d.comb += self.insn.ready.eq(~self.error & (~p_valid | dq.w_rdy))
+        accept = self.insn.valid & self.insn.ready
+        with m.If(accept):
+            m.d.sync += [p_valid.eq(1), p_insn.eq(self.insn.payload)]
+            m.d.sync += [sums[k].eq(a + b) for k, (a, b) in
+                         self._sum_terms(self.insn.payload).items()]
+        with m.Elif(dq.w_rdy):
+            m.d.sync += p_valid.eq(0)
         code = Signal(ErrorCode)
-        self._check(m, insn, code)
+        self._check(m, p_insn, code, sums)
         target = Signal(range(3))
-        with m.Switch(insn.op):
+        with m.Switch(p_insn.op):
             with m.Case(Op.LOAD):
                 m.d.comb += target.eq(0)
             with m.Case(Op.COMPUTE):
                 m.d.comb += target.eq(1)
             with m.Default():
                 m.d.comb += target.eq(2)
-        decoded = data.StructLayout({"insn": INSN_BITS, "code": ErrorCode, "target": range(3)})
-        m.submodules.decode = dq = SyncFIFO(width=decoded.size, depth=2)
+        d_in = data.View(decoded, dq.w_data)
+        m.d.comb += [d_in.insn.eq(p_insn.as_value()), d_in.code.eq(code), d_in.target.eq(target),
+                     dq.w_en.eq(p_valid)]
         d = data.View(decoded, dq.r_data)
         d_illegal = d.code != ErrorCode.NONE
-        holds_illegal = Signal()
         space = Mux(d.target == 0, queues["load"].w_rdy,
                     Mux(d.target == 1, queues["compute"].w_rdy, queues["store"].w_rdy))
         dispatch = dq.r_rdy & ~self.error & (d_illegal | space)
-        m.d.comb += self.insn.ready.eq(~self.error & ~holds_illegal & dq.w_rdy)
-        accept = self.insn.valid & self.insn.ready
-        d_in = data.View(decoded, dq.w_data)
-        m.d.comb += [d_in.insn.eq(insn.as_value()), d_in.code.eq(code), d_in.target.eq(target),
-                     dq.w_en.eq(accept), dq.r_en.eq(dispatch)]
-        with m.If(accept & (code != ErrorCode.NONE)):
-            m.d.sync += holds_illegal.eq(1)
+        m.d.comb += dq.r_en.eq(dispatch)
         for i, q in enumerate(queues.values()):
             m.d.comb += [q.w_data.eq(d.insn), q.w_en.eq(dispatch & ~d_illegal & (d.target == i))]
         with m.If(dispatch & d_illegal):
@@ -209,7 +216,8 @@ class Engine(wiring.Component):
         idle = Signal()
         m.d.comb += idle.eq(load_idle & compute_idle & store_idle
                             & (queues["load"].level == 0) & (queues["compute"].level == 0)
-                            & (queues["store"].level == 0) & ~(dq.r_rdy & ~self.error))
+                            & (queues["store"].level == 0)
+                            & ~((p_valid | dq.r_rdy) & ~self.error))
         m.d.comb += self.idle.eq(idle)
         with m.If(~idle):
             m.d.sync += self.counters.busy.eq(self.counters.busy + 1)
@@ -217,13 +225,21 @@ class Engine(wiring.Component):
 
     # ------------------------------------------------------------------------------------------
 
-    def _check(self, m, insn, code):
-        """Decide whether the instruction on the stream can run; ``code`` says why not."""
-        cfg, g = self.config, self.geometry
-        r, c = cfg.rows, cfg.cols
+    def _sum_terms(self, insn) -> dict:
+        """The (first row, row count) pairs whose sums the range checks compare, by name."""
+        r = self.config.rows
+        os_ = self.config.dataflow == "os"
+        ld, cp, st = insn.args.load, insn.args.compute, insn.args.store
+        return {"load": (ld.row, ld.rows), "a": (cp.a_row, cp.extent),
+                "b": (cp.b_row, cp.extent if os_ else r),
+                "acc": (cp.acc_row, r if os_ else cp.extent),
+                "store": (st.acc_row, st.rows), "q": (st.q_row, 3)}
 
-        def overrun(first, count, depth):
-            return (first + count) > depth
+    def _check(self, m, insn, code, sums):
+        """Decide whether ``insn`` can run; ``code`` says why not. ``sums`` holds the sums of
+        :meth:`_sum_terms` of the same instruction."""
+        cfg, g = self.config, self.geometry
+        c = cfg.cols
 
         ld, cp, st = insn.args.load, insn.args.compute, insn.args.store
         with m.Switch(insn.op):
@@ -235,24 +251,21 @@ class Engine(wiring.Component):
                         with m.Case(spad):
                             with m.If((ld.rows == 0) | (ld.length == 0) | (ld.length > width)):
                                 m.d.comb += code.eq(ErrorCode.EXTENT)
-                            with m.Elif(overrun(ld.row, ld.rows, depth)):
+                            with m.Elif(sums["load"] > depth):
                                 m.d.comb += code.eq(ErrorCode.OVERRUN)
                     with m.Default():
                         m.d.comb += code.eq(ErrorCode.SPAD)
             with m.Case(Op.COMPUTE):
-                b_count = cp.extent if cfg.dataflow == "os" else r
-                acc_count = r if cfg.dataflow == "os" else cp.extent
                 with m.If(cp.extent == 0):
                     m.d.comb += code.eq(ErrorCode.EXTENT)
-                with m.Elif(overrun(cp.a_row, cp.extent, g.a_rows)
-                            | overrun(cp.b_row, b_count, g.b_rows)
-                            | overrun(cp.acc_row, acc_count, g.acc_rows)):
+                with m.Elif((sums["a"] > g.a_rows) | (sums["b"] > g.b_rows)
+                            | (sums["acc"] > g.acc_rows)):
                     m.d.comb += code.eq(ErrorCode.OVERRUN)
             with m.Case(Op.STORE):
                 with m.If((st.rows == 0) | (st.cols == 0) | (st.cols > c)):
                     m.d.comb += code.eq(ErrorCode.EXTENT)
-                with m.Elif(overrun(st.acc_row, st.rows, g.acc_rows)
-                            | (st.requant & overrun(st.q_row, 3, g.q_rows))):
+                with m.Elif((sums["store"] > g.acc_rows)
+                            | (st.requant & (sums["q"] > g.q_rows))):
                     m.d.comb += code.eq(ErrorCode.OVERRUN)
             with m.Case(Op.CONFIG):
                 pass

@@ -104,7 +104,7 @@ async def board_session(dut):
     dut.rst.value = 1
     await ClockCycles(dut.clk, 4)
     dut.rst.value = 0
-    await ClockCycles(dut.clk, 4)
+    await ClockCycles(dut.clk, 16)   # the host link's own reset (LINK_RESET_CYCLES) is over
     # a response may take a long time: a request cut short is answered after the timeout
     patience = p.TIMEOUT_BYTES + 64
 
