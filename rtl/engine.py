@@ -152,7 +152,8 @@ class Engine(wiring.Component):
         p_valid = Signal()
         p_insn = Signal(insn_layout)
         sums = {name: Signal(17, name=f"sum_{name}") for name in self._sum_terms(self.insn.payload)}
-        decoded = data.StructLayout({"insn": INSN_BITS, "code": ErrorCode, "target": range(3)})
+        decoded = data.StructLayout({"insn": INSN_BITS, "code": ErrorCode, "illegal": 1,
+                                     "to": 3})   # one bit per unit: load, compute, store
         m.submodules.decode = dq = SyncFIFO(width=decoded.size, depth=2)
         m.d.comb += self.insn.ready.eq(~self.error & (~p_valid | dq.w_rdy))
         accept = self.insn.valid & self.insn.ready
@@ -164,25 +165,19 @@ class Engine(wiring.Component):
             m.d.sync += p_valid.eq(0)
         code = Signal(ErrorCode)
         self._check(m, p_insn, code, sums)
-        target = Signal(range(3))
-        with m.Switch(p_insn.op):
-            with m.Case(Op.LOAD):
-                m.d.comb += target.eq(0)
-            with m.Case(Op.COMPUTE):
-                m.d.comb += target.eq(1)
-            with m.Default():
-                m.d.comb += target.eq(2)
+        is_load, is_compute = p_insn.op == Op.LOAD, p_insn.op == Op.COMPUTE
         d_in = data.View(decoded, dq.w_data)
-        m.d.comb += [d_in.insn.eq(p_insn.as_value()), d_in.code.eq(code), d_in.target.eq(target),
+        m.d.comb += [d_in.insn.eq(p_insn.as_value()), d_in.code.eq(code),
+                     d_in.illegal.eq(code != ErrorCode.NONE),
+                     d_in.to.eq(Cat(is_load, is_compute, ~is_load & ~is_compute)),
                      dq.w_en.eq(p_valid)]
         d = data.View(decoded, dq.r_data)
-        d_illegal = d.code != ErrorCode.NONE
-        space = Mux(d.target == 0, queues["load"].w_rdy,
-                    Mux(d.target == 1, queues["compute"].w_rdy, queues["store"].w_rdy))
+        d_illegal = d.illegal
+        space = (Cat(*(q.w_rdy for q in queues.values())) & d.to).any()
         dispatch = dq.r_rdy & ~self.error & (d_illegal | space)
         m.d.comb += dq.r_en.eq(dispatch)
         for i, q in enumerate(queues.values()):
-            m.d.comb += [q.w_data.eq(d.insn), q.w_en.eq(dispatch & ~d_illegal & (d.target == i))]
+            m.d.comb += [q.w_data.eq(d.insn), q.w_en.eq(dispatch & ~d_illegal & d.to[i])]
         with m.If(dispatch & d_illegal):
             m.d.sync += [self.error.eq(1), self.error_code.eq(d.code)]
         with m.If(dispatch):
@@ -629,7 +624,8 @@ class Engine(wiring.Component):
         take = row_valid & room
         packed_ready = Signal()
         pop = rows_q.r_rdy & packed_ready
-        m.d.sync += pending.eq(pending + take - pop)
+        popped = Signal()   # (a row popped frees its place a cycle later: off the port's path)
+        m.d.sync += [popped.eq(pop), pending.eq(pending + take - popped)]
         m.d.comb += [sink_ready.eq(room), rq.o.ready.eq(1)]
         lanes32 = [Signal(signed(32), name=f"raw_{j}") for j in range(c)]
         for j in range(c):
@@ -649,15 +645,15 @@ class Engine(wiring.Component):
         have = Signal()
         offset = Signal(range(row_bytes_max + w + 1))
         row_addr = Signal(32)
-        remaining = row_size - offset
-        last_beat = remaining <= w
+        left = Signal(range(row_bytes_max + 1))   # bytes of the row still to send
+        last_beat = Signal()                       # left <= w, kept a beat ahead
         # A new row may enter as the current one's last beat leaves: one row per beat.
         m.d.comb += packed_ready.eq(~have | (req.ready & last_beat))
         m.d.comb += [
             req.valid.eq(have),
             req.payload.write.eq(1),
             req.payload.addr.eq(row_addr + offset),
-            req.payload.length.eq(Mux(last_beat, remaining, w)),
+            req.payload.length.eq(Mux(last_beat, left, w)),
             req.payload.data.eq(buf.bit_select(offset * 8, 8 * w)
                                 if row_bytes_max > w else buf),
         ]
@@ -666,9 +662,11 @@ class Engine(wiring.Component):
                 m.d.sync += [have.eq(0), row_addr.eq(row_addr + stride),
                              rows_out.eq(rows_out + 1)]
             with m.Else():
-                m.d.sync += offset.eq(offset + w)
+                m.d.sync += [offset.eq(offset + w), left.eq(left - w),
+                             last_beat.eq(left - w <= w)]
         with m.If(pop):
-            m.d.sync += [buf.eq(packed), have.eq(1), offset.eq(0)]
+            m.d.sync += [buf.eq(packed), have.eq(1), offset.eq(0), left.eq(row_size),
+                         last_beat.eq(row_size <= w)]
 
         # Per-instruction setup of the row streamer.
         with m.If(queue.r_en & (head.op == Op.STORE)):
