@@ -30,6 +30,7 @@ __all__ = ["DISPATCH_LATENCY", "ProgramTiming", "Replay", "instruction_cycles", 
 DISPATCH_LATENCY = EngineTiming.dispatch_latency
 COMPUTE_ISSUE_LATENCY = EngineTiming.compute_issue_latency
 STORE_SETUP = EngineTiming.store_setup
+LOAD_WRITE = EngineTiming.load_write_latency
 STORE_READ = EngineTiming.store_read_latency
 STORE_PARAMS = EngineTiming.store_params
 QUEUE_DEPTH = EngineTiming.queue_depth
@@ -60,9 +61,9 @@ def instruction_cycles(cfg: EngineConfig, insn: Insn) -> int:
     """Cycles a program of this one instruction takes, from start to ``done`` (exact).
 
     That is the dispatch latency, the unit's own span, and one cycle for the engine to report
-    idle. Spans: LOAD ``beats + mem_latency + 1``; COMPUTE the tile's stream time plus issue
-    latency and writeback; STORE setup, parameter reads and the requantizer if it requantizes,
-    then one cycle per memory beat; CONFIG one cycle.
+    idle. Spans: LOAD ``beats + mem_latency + load_write_latency``; COMPUTE the tile's stream
+    time plus issue latency and writeback; STORE setup, parameter reads and the requantizer if
+    it requantizes, then one cycle per memory beat; CONFIG one cycle.
     """
     return DISPATCH_LATENCY + _span(cfg, insn) + 1
 
@@ -70,7 +71,7 @@ def instruction_cycles(cfg: EngineConfig, insn: Insn) -> int:
 def _span(cfg: EngineConfig, insn: Insn) -> int:
     a = insn.args
     if insn.op == Op.LOAD:
-        return load_beats(cfg, insn) + _mem_latency(cfg) + 1
+        return load_beats(cfg, insn) + _mem_latency(cfg) + LOAD_WRITE
     if insn.op == Op.COMPUTE:
         return (tile_stream_cycles(cfg, [a["extent"]]).cycles + COMPUTE_ISSUE_LATENCY
                 + EngineTiming.writeback_latency)
@@ -480,7 +481,7 @@ class Replay:
                 rec = load[2]
                 busy[0] = None
                 free[0] = last + LOAD_RELEASE
-                finish = last + lat + 1
+                finish = last + lat + LOAD_WRITE
                 if rec[5]:
                     t_l2c.append(finish)
             else:

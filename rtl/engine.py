@@ -71,6 +71,9 @@ class EngineTiming:
     #: the compute unit taking an instruction to its first operand beat (source FIFO in and out,
     #: source register, synchronous scratchpad read, the register behind it)
     compute_issue_latency = 5
+    #: a LOAD's last beat returning from memory to its row being in the scratchpad (and its
+    #: token pushed): registered, then written
+    load_write_latency = 2
     #: the store unit taking an instruction to its first accumulator read (FSM transition)
     store_setup = 1
     #: an accumulator row read for a store to its arrival at the beat splitter, besides the
@@ -348,13 +351,22 @@ class Engine(wiring.Component):
             # (parts after this beat stay zero: a row starts clean)
         with m.If(rdata.valid):
             m.d.sync += row_buf.eq(assembled)
+        # A finished row is registered, then written (the scratchpads' block RAMs lie spread
+        # over the chip), and its token follows the write.
+        w_row = Signal.like(tag.row)
+        w_data = Signal.like(assembled)
+        w_push = Signal()
+        writing = []
+        m.d.sync += [w_row.eq(tag.row), w_data.eq(assembled), w_push.eq(rdata.valid & tag.push)]
         for spad_enum, memory in ((Spad.A, spad_a), (Spad.B, spad_b), (Spad.Q, spad_q)):
             port = memory.write_port()
-            m.d.comb += [port.addr.eq(tag.row), port.data.eq(assembled),
-                         port.en.eq(rdata.valid & tag.row_done & (tag.spad == spad_enum))]
-        m.d.comb += inc["l2c"].eq(rdata.valid & tag.push)
+            en = Signal(name=f"write_{spad_enum.name.lower()}")
+            m.d.sync += en.eq(rdata.valid & tag.row_done & (tag.spad == spad_enum))
+            m.d.comb += [port.addr.eq(w_row), port.data.eq(w_data), port.en.eq(en)]
+            writing.append(en)
+        m.d.comb += inc["l2c"].eq(w_push)
 
-        idle = ~busy & (tags.level == 0)
+        idle = ~busy & (tags.level == 0) & ~Cat(*writing, w_push).any()
         return req, idle
 
     # ------------------------------------------------------------------------------------------
