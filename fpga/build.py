@@ -52,6 +52,7 @@ class BuildReport:
     memory_bytes: int = 0            # the block-RAM memory the host link reads and writes
     baud: int = 0                    # the host link's UART
     clock_hz: int = 0                # the clock the design runs from (the board's oscillator)
+    lut_mapper: str = "abc9"         # "abc" when Yosys' ABC9 failed and the classic one ran
 
     @property
     def meets_timing(self) -> bool | None:
@@ -218,20 +219,22 @@ def build(board: Board, config: EngineConfig, *, synth_only: bool = False,
         return report
     # a design that misses the target still gets its bitstream; the report says by how much
     overrides = {"nextpnr_opts": "--report report.json --timing-allow-fail",
-                 "script_after_read": _SCRIPT_AFTER_READ}
+                 "synth_opts": _SYNTH_OPTS, "script_after_read": _SCRIPT_AFTER_READ}
     if synth_only:
         overrides["script_after_synth"] = "tee -q -o synth_stat.json stat -json"
     plan = platform.build(top, name="top", build_dir=str(directory), do_build=False,
                           **overrides)
     env = tool_env()
+    plan.extract(str(directory))
+    if _synthesize(directory, env, board):
+        report.lut_mapper = "abc"
     if synth_only:
-        plan.extract(str(directory))
-        _run([env["YOSYS"], "-q", "-l", "top.rpt", "top.ys"], directory, env)
         report.stage = "synth"
         report.resources = _synth_stats(directory / "synth_stat.json", board)
     else:
         try:
-            plan.execute_local(str(directory), env=env)
+            # the plan's script, its synthesis already done (``true`` stands in for Yosys)
+            plan.execute_local(str(directory), env={**env, "YOSYS": "true"})
         except subprocess.CalledProcessError as e:
             raise BoardError(f"the {board.family} flow failed ({e}); logs in {directory}") \
                 from None
@@ -244,17 +247,42 @@ def build(board: Board, config: EngineConfig, *, synth_only: bool = False,
     return report
 
 
-#: Yosys commands before synthesis. A block RAM cannot give the value an address held before
+#: Yosys options. ``-no-rw-check``: a block RAM cannot give the value an address held before
 #: the other port writes it in the same cycle, so by default Yosys adds a bypass register and
-#: a multiplexer behind every synchronous read port: logic right at the slow block RAM output.
+#: a multiplexer behind every synchronous read port, logic right at the slow block RAM output.
 #: Nothing in the board top reads an address in the cycle it is written (the accumulator's
-#: writeback forwards that row instead), so the value such a read returns may be undefined.
-#: (Every memory in the design has one write port: the mask is one bit.)
-#: Yosys also leaves a state machine whose register has an initial value binary-encoded; the
-#: board top's state machines all live in domains with a reset (the engine's, the host
-#: link's), so their initial values go and they are re-encoded one-hot.
-_SCRIPT_AFTER_READ = ("setparam -set COLLISION_X_MASK 1'1 t:$memrd_v2 r:CLK_ENABLE=1 %i\n"
-                      "setattr -unset init w:fsm_state w:*_state")
+#: writeback forwards that row instead), so such a read may return anything.
+_SYNTH_OPTS = "-no-rw-check"
+#: Yosys commands before synthesis: Yosys leaves a state machine whose register has an
+#: initial value binary-encoded; the board top's state machines all live in domains with a
+#: reset (the engine's, the host link's), so their initial values go and they are re-encoded
+#: one-hot.
+_SCRIPT_AFTER_READ = "setattr -unset init w:fsm_state w:*_state"
+#: Yosys 0.70's ABC9 can fail an internal assertion on some netlists (in
+#: ``abc_ops_reintegrate``); the synthesis then runs again with the classic ABC mapper.
+_ABC9_FAILURE = "ABC_OPS_REINTEGRATE"
+_CLASSIC_LUT_MAPPING = ("synth_ecp5 {opts} -top top -run begin:map_luts\n"
+                        "abc -dress -lut 4:7\nclean\n"
+                        "synth_ecp5 {opts} -top top -run map_cells:")
+
+
+def _synthesize(directory: Path, env: dict[str, str], board: Board) -> bool:
+    """Run the plan's Yosys script in ``directory``; on the ABC9 failure above, run it again
+    with the classic LUT mapper (ECP5 only). Returns whether the fallback was used."""
+    try:
+        _run([env["YOSYS"], "-q", "-l", "top.rpt", "top.ys"], directory, env)
+        return False
+    except BoardError:
+        tail = (directory / "top.rpt").read_text(errors="replace").splitlines()[-6:]
+        if board.family != "ecp5" or not any(_ABC9_FAILURE in x for x in tail):
+            raise
+    script = (directory / "top.ys").read_text()
+    line = next(x for x in script.splitlines() if x.strip().startswith("synth_ecp5"))
+    opts = " ".join(w for w in line.split()[1:] if w not in ("-top", "top"))
+    (directory / "top_classic.ys").write_text(
+        script.replace(line, _CLASSIC_LUT_MAPPING.format(opts=opts)))
+    _run([env["YOSYS"], "-q", "-l", "top.rpt", "top_classic.ys"], directory, env)
+    return True
 
 
 def _run(cmd: list[str], cwd: Path, env: dict[str, str]) -> None:

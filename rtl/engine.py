@@ -86,8 +86,8 @@ class EngineTiming:
     #: the requantizer's pipeline depth
     requant_latency = len(Requantizer.STAGES)
     #: a result row leaving the tile engine to its write into the accumulator (and the tokens
-    #: it pushes): read the old row, register it, add and write
-    writeback_latency = 2
+    #: it pushes): read the old row, register it and add, register the sum and write
+    writeback_latency = 3
 
 
 class Engine(wiring.Component):
@@ -488,42 +488,55 @@ class Engine(wiring.Component):
         with m.If(fire):
             m.d.sync += out_row.eq(Mux(tile.c.payload.last, 0, out_row + 1))
         # Stage 2 registers the row read from the accumulator as it leaves the block RAM (whose
-        # output is slow on an FPGA: nothing may stand between it and a register), adds to it,
-        # and writes in the same cycle. The read happened two cycles earlier, before the writes
-        # of the two rows ahead: a row one of them wrote is registered beside the one read and
-        # taken instead (the nearer one first).
+        # output is slow on an FPGA: nothing may stand between it and a register) and adds to
+        # it; stage 3 registers the sum and writes it (the block RAMs lie spread over the chip).
+        # The read happened two cycles before stage 2, before the writes of the three rows
+        # ahead (the third one writes in the read's own cycle): a row one of them wrote is
+        # registered beside the one read and taken instead, the nearest first.
         row_layout = data.ArrayLayout(acc_shape, c)
         s2_valid = Signal()
         s2_addr = Signal(16)
         s2_data = Signal(row_layout)
         s2_read = Signal(row_layout)
-        s2_forward = Signal()
-        s2_written = Signal(row_layout)
         s2_acc = Signal()
         s2_push_prev = Signal()
         s2_push_next = Signal()
         new_row = Signal(row_layout)
-        s1_forward = Signal()
-        s1_written = Signal(row_layout)
-        s2_forward_far = Signal()
-        s2_written_far = Signal(row_layout)
-        old = Mux(s2_forward, s2_written.as_value(),
-                  Mux(s2_forward_far, s2_written_far.as_value(), s2_read.as_value()))
+        s3_valid = Signal()
+        s3_addr = Signal(16)
+        s3_row = Signal(row_layout)
+        s3_push_prev = Signal()
+        s3_push_next = Signal()
+        # forward[d]: the row d + 1 ahead wrote this row; written[d]: what it wrote
+        s2_forward = [Signal(name=f"s2_forward_{d}") for d in range(3)]
+        s2_written = [Signal(row_layout, name=f"s2_written_{d}") for d in range(3)]
+        s1_forward = [Signal(name=f"s1_forward_{d}") for d in (1, 2)]
+        s1_written = [Signal(row_layout, name=f"s1_written_{d}") for d in (1, 2)]
+        old = s2_read.as_value()
+        for d in reversed(range(3)):
+            old = Mux(s2_forward[d], s2_written[d].as_value(), old)
         old_row = data.View(row_layout, old)
         for j in range(c):
             m.d.comb += new_row[j].eq(Mux(s2_acc, old_row[j], 0) + s2_data[j])
-        m.d.sync += [s2_valid.eq(s1_valid), s2_addr.eq(s1_addr), s2_data.eq(s1_data),
-                     s2_acc.eq(s1_acc), s2_push_prev.eq(s1_push_prev),
-                     s2_push_next.eq(s1_push_next),
-                     s2_read.eq(acc_rd.data), s2_forward.eq(s2_valid & (s2_addr == s1_addr)),
-                     s2_written.eq(new_row),
-                     s1_forward.eq(s2_valid & (s2_addr == target)), s1_written.eq(new_row),
-                     s2_forward_far.eq(s1_forward), s2_written_far.eq(s1_written)]
-        m.d.comb += [acc_wr.addr.eq(s2_addr), acc_wr.en.eq(s2_valid), acc_wr.data.eq(new_row)]
-        m.d.comb += [inc["c2l"].eq(s2_push_prev), inc["c2s"].eq(s2_push_next)]
+        m.d.sync += [
+            s2_valid.eq(s1_valid), s2_addr.eq(s1_addr), s2_data.eq(s1_data),
+            s2_acc.eq(s1_acc), s2_push_prev.eq(s1_push_prev), s2_push_next.eq(s1_push_next),
+            s2_read.eq(acc_rd.data),
+            s3_valid.eq(s2_valid), s3_addr.eq(s2_addr), s3_row.eq(new_row),
+            s3_push_prev.eq(s2_push_prev), s3_push_next.eq(s2_push_next),
+            # one ahead: in stage 2 while this row is in stage 1
+            s2_forward[0].eq(s2_valid & (s2_addr == s1_addr)), s2_written[0].eq(new_row),
+            # two and three ahead: in stages 2 and 3 while this row is read
+            s1_forward[0].eq(s2_valid & (s2_addr == target)), s1_written[0].eq(new_row),
+            s1_forward[1].eq(s3_valid & (s3_addr == target)), s1_written[1].eq(s3_row),
+            s2_forward[1].eq(s1_forward[0]), s2_written[1].eq(s1_written[0]),
+            s2_forward[2].eq(s1_forward[1]), s2_written[2].eq(s1_written[1]),
+        ]
+        m.d.comb += [acc_wr.addr.eq(s3_addr), acc_wr.en.eq(s3_valid), acc_wr.data.eq(s3_row)]
+        m.d.comb += [inc["c2l"].eq(s3_push_prev), inc["c2s"].eq(s3_push_next)]
 
         return sources_idle & (src_a_q.level == 0) & (wb_q.level == 0) & ~s1_valid \
-            & ~s2_valid
+            & ~s2_valid & ~s3_valid
 
     # ------------------------------------------------------------------------------------------
 

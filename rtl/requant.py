@@ -75,8 +75,8 @@ class Requantizer(wiring.Component):
     MULTIPLIERS_PER_LANE = 4
 
     #: the pipeline's stages, in order; each ends in a register
-    STAGES = ("input", "bias", "left_shift", "saturate", "partial_products", "product", "high_half",
-              "divide", "round", "zero_point", "output")
+    STAGES = ("input", "bias", "left_shift", "saturate", "partial_products", "middle_sum",
+              "product", "high_half", "divide", "round", "zero_point", "output")
 
     def __init__(self, *, lanes: int, acc_bits: int = 32, out_bits: int = 8):
         if isinstance(lanes, bool) or not isinstance(lanes, int) or lanes < 1:
@@ -160,7 +160,8 @@ class Requantizer(wiring.Component):
 
             # 3. the 32x32->64 product as four partial products of 16-bit halves, each one
             # DSP block (a signed high half times a zero-extended low half fits 18x18), then
-            # their sum: two registers, so no stage holds both a multiplier and a 64-bit carry
+            # their sum in two more stages, so no stage holds both a multiplier and a carry:
+            # the middle terms' sum beside hh:ll (a concatenation: ll < 2**32), then the total
             xh, xl = x2[16:].as_signed(), x2[:16].as_unsigned()
             mh, ml = m2[16:].as_signed(), m2[:16].as_unsigned()
             hh = registered_product(core, xh, mh, platform=platform, ce=en, name=f"hh3_{k}")
@@ -168,8 +169,11 @@ class Requantizer(wiring.Component):
             lh = registered_product(core, xl, mh, platform=platform, ce=en, name=f"lh3_{k}")
             ll = registered_product(core, xl, ml, platform=platform, ce=en, name=f"ll3_{k}")
             r3a = reg(r2, unsigned(5), f"r3a_{k}")
-            ab = reg((hh << 32) + ((hl + lh) << 16) + ll, signed(64), f"ab3_{k}")
-            r3 = reg(r3a, unsigned(5), f"r3_{k}")
+            middle = reg(hl + lh, signed(34), f"middle3_{k}")
+            outer = reg(Cat(ll[:32], hh).as_signed(), signed(64), f"outer3_{k}")
+            r3b = reg(r3a, unsigned(5), f"r3b_{k}")
+            ab = reg(outer + (middle << 16), signed(64), f"ab3_{k}")
+            r3 = reg(r3b, unsigned(5), f"r3_{k}")
 
             # 4. SaturatingRoundingDoublingHighMul's high half. gemmlowp adds 2**30 (ab >= 0) or
             # 1 - 2**30 (ab < 0) and divides by 2**31 truncating; for ab < 0 truncation is

@@ -271,7 +271,7 @@ def test_latency_is_measured_and_throughput_is_one_beat_per_cycle():
                 out.append(o_p)
 
     _simulate(dut, (driver, False), (monitor, True))
-    assert dut.latency == len(Requantizer.STAGES) == 11
+    assert dut.latency == len(Requantizer.STAGES) == 12
     assert len(accepted) == len(delivered) == len(beats)
     assert [d - a for a, d in zip(accepted, delivered, strict=True)] == [dut.latency] * len(beats)
     assert accepted[0] + gap < accepted[1]
