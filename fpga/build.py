@@ -53,6 +53,10 @@ class BuildReport:
     baud: int = 0                    # the host link's UART
     clock_hz: int = 0                # the clock the design runs from (the board's oscillator)
     lut_mapper: str = "abc9"         # "abc" when Yosys' ABC9 failed and the classic one ran
+    #: endpoints missing the target (every one, from the routed delays: fpga.sta) and the
+    #: parts of the design they are in: (hierarchy, endpoints, worst slack in ps)
+    failing_endpoints: int | None = None
+    failing_groups: list[tuple[str, int, float]] = field(default_factory=list)
 
     @property
     def meets_timing(self) -> bool | None:
@@ -218,7 +222,7 @@ def build(board: Board, config: EngineConfig, *, synth_only: bool = False,
         report.seconds = time.perf_counter() - t0
         return report
     # a design that misses the target still gets its bitstream; the report says by how much
-    overrides = {"nextpnr_opts": "--report report.json --timing-allow-fail",
+    overrides = {"nextpnr_opts": "--report report.json --timing-allow-fail --sdf top.sdf",
                  "synth_opts": _SYNTH_OPTS, "script_after_read": _SCRIPT_AFTER_READ}
     if synth_only:
         overrides["script_after_synth"] = "tee -q -o synth_stat.json stat -json"
@@ -240,6 +244,12 @@ def build(board: Board, config: EngineConfig, *, synth_only: bool = False,
                 from None
         report.stage = "pnr"
         report.resources, report.fmax_mhz = _pnr_report(directory / "report.json")
+        if (directory / "top.sdf").exists():
+            from .sta import analyze
+
+            timing = analyze(directory / "top.sdf", period_ns=1000 / config.clock_mhz)
+            report.failing_endpoints = len(timing.failing)
+            report.failing_groups = [(k, n, round(w)) for k, n, w in timing.groups()[:8]]
         bit = directory / ("top.bit" if board.family == "ecp5" else "top.bin")
         report.bitstream = str(bit) if bit.exists() else None
     report.seconds = time.perf_counter() - t0

@@ -61,6 +61,11 @@ def _cmd_build(args: argparse.Namespace, config: EngineConfig) -> int:
         verdict = "meets" if report.meets_timing else "misses"
         print(f"  Fmax {report.fmax_mhz:.1f} MHz: {verdict} the {report.target_mhz:g} MHz "
               f"target")
+    if report.failing_endpoints:
+        print(f"  {report.failing_endpoints:,} endpoints miss it (python -m fpga.sta "
+              f"{report.directory} for their paths):")
+        for group, n, worst in report.failing_groups:
+            print(f"    {n:6,}  worst {worst / 1000:6.2f} ns  {group}")
     if report.bitstream:
         print(f"  bitstream {report.bitstream}")
     print(f"  host link: UART at {report.baud:,} baud from the {report.clock_hz / 1e6:g} MHz "
