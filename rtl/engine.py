@@ -426,19 +426,20 @@ class Engine(wiring.Component):
             last = Signal(name=f"{name}_last")
             rows = [Signal.like(port.data, name=f"{name}_row_{first}") for port, first in ports]
             advance = ~valid | out_ready
-            final = index + 1 == extent
+            final = Signal(name=f"{name}_final")   # index + 1 == extent, kept a step ahead
             with m.If(advance):
                 m.d.sync += [read.eq(active), read_last.eq(final), valid.eq(read),
                              last.eq(read_last)]
                 m.d.sync += [row.eq(port.data) for row, (port, _) in zip(rows, ports, strict=True)]
                 with m.If(active):
-                    m.d.sync += index.eq(index + 1)
+                    m.d.sync += [index.eq(index + 1), final.eq(index + 2 == extent)]
                     with m.If(final):
                         m.d.sync += active.eq(0)
             take = q.r_rdy & (~active | (advance & final))
             m.d.comb += q.r_en.eq(take)
             with m.If(take):
-                m.d.sync += [active.eq(1), index.eq(0), extent.eq(count(d))]
+                m.d.sync += [active.eq(1), index.eq(0), extent.eq(count(d)),
+                             final.eq(count(d) == 1)]
             for port, first in ports:
                 base = Signal(16, name=f"{name}_base_{first}")
                 with m.If(take):
