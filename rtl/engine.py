@@ -154,7 +154,8 @@ class Engine(wiring.Component):
         # (``counters.insns`` counts the instructions dispatched, the illegal one included).
         p_valid = Signal()
         p_insn = Signal(insn_layout)
-        sums = {name: Signal(17, name=f"sum_{name}") for name in self._sum_terms(self.insn.payload)}
+        terms = self._sum_terms(self.insn.payload)
+        sums = {name: Signal(17, name=f"sum_{name}") for name in terms}
         decoded = data.StructLayout({"insn": INSN_BITS, "code": ErrorCode, "illegal": 1,
                                      "to": 3})   # one bit per unit: load, compute, store
         m.submodules.decode = dq = SyncFIFO(width=decoded.size, depth=2)
@@ -162,8 +163,7 @@ class Engine(wiring.Component):
         accept = self.insn.valid & self.insn.ready
         with m.If(accept):
             m.d.sync += [p_valid.eq(1), p_insn.eq(self.insn.payload)]
-            m.d.sync += [sums[k].eq(a + b) for k, (a, b) in
-                         self._sum_terms(self.insn.payload).items()]
+            m.d.sync += [sums[k].eq(a + b) for k, (a, b) in terms.items()]
         with m.Elif(dq.w_rdy):
             m.d.sync += p_valid.eq(0)
         code = Signal(ErrorCode)

@@ -22,6 +22,7 @@ from cocotb.triggers import ClockCycles, FallingEdge, Timer
 
 from fpga import host
 from fpga import protocol as p
+from fpga.top import LINK_RESET_CYCLES
 from rtl.config import EngineConfig
 
 PERIOD_NS = 10
@@ -104,7 +105,7 @@ async def board_session(dut):
     dut.rst.value = 1
     await ClockCycles(dut.clk, 4)
     dut.rst.value = 0
-    await ClockCycles(dut.clk, 16)   # the host link's own reset (LINK_RESET_CYCLES) is over
+    await ClockCycles(dut.clk, 2 * LINK_RESET_CYCLES)   # the host link's own reset is over
     # a response may take a long time: a request cut short is answered after the timeout
     patience = p.TIMEOUT_BYTES + 64
 
