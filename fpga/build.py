@@ -4,7 +4,8 @@
 LUT count for multipliers beyond the DSP blocks) before anything runs, writes the design with
 ``amaranth-boards``' platform into ``build/fpga/<board>-<config key>/``, runs YoWASP Yosys,
 nextpnr and the packer there, and reads nextpnr's JSON report: cells used and available, and
-the maximum frequency of the engine's clock against the target (``clock_mhz``). With
+the maximum frequency of the engine's clock against the target (``clock_mhz``; on ECP5 boards
+a PLL makes it from the oscillator: :mod:`fpga.clocks`). With
 ``synth_only`` it stops after Yosys and reports its cell counts. For a vendor flow (Arty A7)
 it writes the Verilog, constraints and build script without running them.
 """
@@ -51,7 +52,8 @@ class BuildReport:
     bitstream: str | None = None
     memory_bytes: int = 0            # the block-RAM memory the host link reads and writes
     baud: int = 0                    # the host link's UART
-    clock_hz: int = 0                # the clock the design runs from (the board's oscillator)
+    clock_hz: int = 0                # the clock the design runs at
+    pll: bool = False                # made by a PLL from the board's oscillator (ECP5)
     lut_mapper: str = "abc9"         # "abc" when Yosys' ABC9 failed and the classic one ran
     #: endpoints missing the target (every one, from the routed delays: fpga.sta) and the
     #: parts of the design they are in: (hierarchy, endpoints, worst slack in ps)
@@ -168,15 +170,23 @@ def make_top(board: Board, config: EngineConfig, *, baud: int = DEFAULT_BAUD,
     fit. Its memory gets ``mem_kib`` KiB, or by default the largest power of two up to
     :data:`DEFAULT_MEM_KIB` that the block RAM the engine leaves can hold (at least 1 KiB).
     The design runs from the board's oscillator; the UART divides that clock to ``baud``."""
+    from .clocks import ecp5_pll
     from .top import BoardTop
     from .uart import divisor_for
 
     w = config.mem_bytes_per_cycle
-    divisor = divisor_for(board.clock_hz, baud)
+    pll = None
+    clock_hz = board.clock_hz
+    if board.family == "ecp5" and abs(board.clock_hz - config.clock_mhz * 1e6) >= 1:
+        pll = ecp5_pll(board.clock_hz, config.clock_mhz * 1e6)
+        clock_hz = round(pll.output_hz)
+        if clock_hz == board.clock_hz:   # (the nearest the PLL makes is the oscillator's)
+            pll = None
+    divisor = divisor_for(clock_hz, baud)
 
     def top_with(kib: int) -> BoardTop:
         top = BoardTop(config, mem_words=max(4, kib * 1024 // w), divisor=divisor,
-                       clock_hz=board.clock_hz)
+                       clock_hz=clock_hz, pll=pll)
         top._MustUse__silence = True   # elaborated only if it is the one returned
         return top
 
@@ -208,13 +218,16 @@ def build(board: Board, config: EngineConfig, *, synth_only: bool = False,
     directory = out or ROOT / "build" / "fpga" / f"{board.name}-{config.key}"
     directory.mkdir(parents=True, exist_ok=True)
     platform = board.make_platform()
-    # constrain the clock at the target, so place and route works towards it
-    from amaranth.build import Clock
+    if top.pll is None:
+        # no PLL: constrain the oscillator's pin at the target, so place and route works
+        # towards it (the bitstream runs at the oscillator's frequency)
+        from amaranth.build import Clock
 
-    platform.lookup(platform.default_clk).clock = Clock(config.clock_mhz * 1e6)
+        platform.lookup(platform.default_clk).clock = Clock(config.clock_mhz * 1e6)
     report = BuildReport(board=board.name, device=board.device, config=config.label,
-                         stage="files", target_mhz=config.clock_mhz, directory=str(directory),
-                         memory_bytes=top.mem_bytes, baud=baud, clock_hz=board.clock_hz)
+                         stage="files", target_mhz=top.clock_hz / 1e6, directory=str(directory),
+                         memory_bytes=top.mem_bytes, baud=baud, clock_hz=top.clock_hz,
+                         pll=top.pll is not None)
     t0 = time.perf_counter()
     if not board.open_flow:
         plan = platform.build(top, name="top", build_dir=str(directory), do_build=False)
@@ -247,7 +260,7 @@ def build(board: Board, config: EngineConfig, *, synth_only: bool = False,
         if (directory / "top.sdf").exists():
             from .sta import analyze
 
-            timing = analyze(directory / "top.sdf", period_ns=1000 / config.clock_mhz)
+            timing = analyze(directory / "top.sdf", period_ns=1e9 / top.clock_hz)
             report.failing_endpoints = len(timing.failing)
             report.failing_groups = [(k, n, round(w)) for k, n, w in timing.groups()[:8]]
         bit = directory / ("top.bit" if board.family == "ecp5" else "top.bin")
@@ -267,7 +280,18 @@ _SYNTH_OPTS = "-no-rw-check"
 #: initial value binary-encoded; the board top's state machines all live in domains with a
 #: reset (the engine's, the host link's), so their initial values go and they are re-encoded
 #: one-hot.
-_SCRIPT_AFTER_READ = "setattr -unset init w:fsm_state w:*_state"
+#:
+#: And every synchronous read port that is not transparent (of a memory with one write port)
+#: is told that a read of the row written in the same cycle may return anything. Amaranth
+#: states "the old row" there, which a block RAM reading and writing on its two ports does not
+#: give, so Yosys delays the write by a register and puts a forwarding multiplexer after the
+#: block RAM's output, on its slow path (``-no-rw-check`` does not reach ports that state it
+#: explicitly). Nothing in the board top reads a row in the cycle it is written and uses what
+#: it reads (the accumulator's writeback forwards that row itself; a memory bank's read in a
+#: write's cycle is dropped); the simulations keep Amaranth's stricter semantics.
+_SCRIPT_AFTER_READ = ("setattr -unset init w:fsm_state w:*_state\n"
+                      "setparam -set COLLISION_X_MASK 1'1 "
+                      "t:$memrd_v2 r:CLK_ENABLE=1 %i r:TRANSPARENCY_MASK=1'0 %i")
 #: Yosys 0.70's ABC9 can fail an internal assertion on some netlists (in
 #: ``abc_ops_reintegrate``); the synthesis then runs again with the classic ABC mapper.
 _ABC9_FAILURE = "ABC_OPS_REINTEGRATE"

@@ -137,10 +137,17 @@ class HostLink(wiring.Component):
                 | (read_count > p.MAX_PAYLOAD), Mux(
                     is_cmd[p.Cmd.PROGRAM], (length < 2 + INSN_BYTES) | (word_pos != 0), Mux(
                         is_cmd[p.Cmd.START], length != 2, length != 0))))
+        # the ends of the ranges, registered: the arguments settle bytes before the checks
+        ends = {name: Signal(value.shape(), name=f"end_{name}") for name, value in (
+            ("write", arg_addr + (length - 4)), ("read", arg_addr + read_count),
+            ("program", arg_u16 + words))}
+        m.d.sync += [ends["write"].eq(arg_addr + (length - 4)),
+                     ends["read"].eq(arg_addr + read_count),
+                     ends["program"].eq(arg_u16 + words)]
         out_of_range = Mux(
-            is_cmd[p.Cmd.WRITE], arg_addr + (length - 4) > self.mem_bytes, Mux(
-                is_cmd[p.Cmd.READ], arg_addr + read_count > self.mem_bytes, Mux(
-                    is_cmd[p.Cmd.PROGRAM], arg_u16 + words > self.imem_depth,
+            is_cmd[p.Cmd.WRITE], ends["write"] > self.mem_bytes, Mux(
+                is_cmd[p.Cmd.READ], ends["read"] > self.mem_bytes, Mux(
+                    is_cmd[p.Cmd.PROGRAM], ends["program"] > self.imem_depth,
                     is_cmd[p.Cmd.START] & ((arg_u16 == 0) | (arg_u16 > self.imem_depth)))))
         # The checks run in two steps (their parts are registered in PRECHECK, combined in
         # CHECK) so the deep compare logic of one never meets the decisions of the other. The

@@ -32,6 +32,7 @@ from rtl.config import EngineConfig, refuse
 from rtl.engine import Engine, EngineTiming
 from rtl.isa import INSN_BITS
 
+from .clocks import Ecp5Pll
 from .link import HostLink
 from .memory import BramMemory
 from .protocol import MAX_PAYLOAD, config_tag
@@ -52,11 +53,12 @@ class BoardTop(wiring.Component):
     """Engine + block-RAM memory of ``mem_words`` words + program memory + UART host link.
 
     ``divisor``: clock cycles per UART bit (``clock_hz / baud``); ``clock_hz``: the clock the
-    design runs at, reported to the host.
+    design runs at, reported to the host. ``pll``: on a board, clock the design from this PLL
+    (which makes ``clock_hz`` from the board's oscillator) instead of the oscillator itself.
     """
 
     def __init__(self, config: EngineConfig, *, mem_words: int, divisor: int, clock_hz: int,
-                 imem_depth: int = IMEM_DEPTH):
+                 imem_depth: int = IMEM_DEPTH, pll: Ecp5Pll | None = None):
         if imem_depth < 2 or imem_depth & (imem_depth - 1) or imem_depth > 1 << 15:
             raise refuse(self, f"program memory depth must be a power of two from 2 to 32768, "
                                f"not {imem_depth}")
@@ -65,6 +67,7 @@ class BoardTop(wiring.Component):
         self.imem_depth = imem_depth
         self.divisor = divisor
         self.clock_hz = clock_hz
+        self.pll = pll
         super().__init__({"rx": In(1, init=1), "tx": Out(1, init=1),
                           "done": Out(1), "error": Out(1), "running": Out(1)})
 
@@ -99,11 +102,15 @@ class BoardTop(wiring.Component):
         m = Module()
         # The engine runs in its own domain: the same clock, and a reset that START and RESET
         # also drive (so DSP blocks inside it, which take the domain's reset, are cleared too).
+        # That reset comes from a register (it reaches every register of the engine), a
+        # cycle after START or RESET; the engine's outputs are not heeded in that cycle.
         engine_reset = Signal()
+        resetting = Signal()
+        m.d.sync += resetting.eq(engine_reset)
         m.domains.engine = ClockDomain("engine", local=True)
         m.d.comb += [ClockSignal("engine").eq(ClockSignal("sync")),
                      ResetSignal("engine").eq(ResetSignal("sync", allow_reset_less=True)
-                                              | engine_reset)]
+                                              | resetting)]
         engine = Engine(self.config)
         m.submodules.engine = DomainRenamer("engine")(engine)
         m.submodules.mem = mem = BramMemory(self.config, words=self.mem_words)
@@ -133,7 +140,7 @@ class BoardTop(wiring.Component):
                      wr.en.eq(link.prog_en)]
         # The feed prefetches into a small FIFO so no path runs from the engine's decode back
         # to the program memory's address (block RAM output is slow on ECP5): fetch addresses
-        # come from a register, words land in the FIFO a cycle later, the engine takes them.
+        # come from a register, words land in the FIFO two cycles later, the engine takes them.
         rd = imem.read_port()
         feed = SyncFIFOBuffered(width=INSN_BITS, depth=FEED_DEPTH)
         m.submodules.feed = DomainRenamer("engine")(feed)
@@ -143,17 +150,22 @@ class BoardTop(wiring.Component):
         in_flight = Signal()   # a fetched word arrives next cycle
         pc = Signal(16)        # words the engine has taken
         count = Signal(16)
-        issue = go & (fetch < count) & (feed.level + in_flight < FEED_DEPTH - 1)
-        m.d.comb += [rd.addr.eq(fetch), feed.w_en.eq(in_flight), feed.w_data.eq(rd.data)]
-        m.d.sync += in_flight.eq(issue & ~engine_reset)
+        # (and a register behind the block RAM: its output goes nowhere else)
+        word = Signal(INSN_BITS)
+        arriving = Signal()    # ... and it is in `word`
+        issue = go & (fetch < count) & (feed.level + in_flight + arriving < FEED_DEPTH - 1)
+        m.d.comb += [rd.addr.eq(fetch), feed.w_en.eq(arriving), feed.w_data.eq(word)]
+        m.d.sync += [in_flight.eq(issue & ~engine_reset), word.eq(rd.data),
+                     arriving.eq(in_flight & ~engine_reset)]
         with m.If(issue):
             m.d.sync += fetch.eq(fetch + 1)
-        m.d.comb += [engine.insn.valid.eq(go & feed.r_rdy), engine.insn.payload.eq(feed.r_data),
-                     feed.r_en.eq(go & engine.insn.ready)]
+        m.d.comb += [engine.insn.valid.eq(go & ~resetting & feed.r_rdy),
+                     engine.insn.payload.eq(feed.r_data),
+                     feed.r_en.eq(go & ~resetting & engine.insn.ready)]
         accept = engine.insn.valid & engine.insn.ready
         with m.If(accept):
             m.d.sync += pc.eq(pc + 1)
-        ended = go & (pc == count) & engine.idle
+        ended = go & ~resetting & (pc == count) & engine.idle
         # a run's cycles count from the first instruction offered to the engine to its end
         cycles = Signal(32)
         counting = Signal()
@@ -166,7 +178,7 @@ class BoardTop(wiring.Component):
         with m.Elif(link.abort):
             m.d.comb += engine_reset.eq(1)
             m.d.sync += [go.eq(0), finished.eq(0)]
-        with m.Elif(ended | engine.error):
+        with m.Elif(ended | (engine.error & ~resetting)):
             m.d.sync += [go.eq(0), finished.eq(ended & ~engine.error)]
 
         # -- memory port: the engine's while it runs, the link's otherwise ---------------------
@@ -175,7 +187,7 @@ class BoardTop(wiring.Component):
                      engine.mem.rdata.payload.eq(port.rdata.payload),
                      link.mem.rdata.payload.eq(port.rdata.payload)]
         with m.If(go):
-            m.d.comb += [port.req.valid.eq(engine.mem.req.valid),
+            m.d.comb += [port.req.valid.eq(engine.mem.req.valid & ~resetting),
                          port.req.payload.eq(engine.mem.req.payload),
                          engine.mem.req.ready.eq(port.req.ready),
                          engine.mem.rdata.valid.eq(port.rdata.valid)]
@@ -196,10 +208,14 @@ class BoardTop(wiring.Component):
         return m
 
     def _connect_board(self, m, platform):
-        """The UART pins and up to three LEDs (done, error, running) of the board."""
+        """The clock, the UART pins and up to three LEDs (done, error, running) of the board."""
         from amaranth.build import ResourceError
         from amaranth.lib import io
 
+        if self.pll is not None:
+            clk = platform.request(platform.default_clk, dir="-")
+            m.submodules.clk_in = clk_in = io.Buffer("i", clk)
+            self.pll.elaborate_into(m, clk_in.i)
         uart = platform.request("uart", 0, dir="-")
         m.submodules.uart_rx = rx = io.Buffer("i", uart.rx)
         m.submodules.uart_tx = tx = io.Buffer("o", uart.tx)

@@ -227,7 +227,7 @@ _FLAGS: list[tuple[str, type, str]] = [
     ("acc_kib", int, "accumulator memory capacity, KiB"),
     ("mem_bytes_per_cycle", int, "memory bandwidth, bytes per cycle"),
     ("mem_latency", int, "memory latency, cycles"),
-    ("clock_mhz", float, "clock for time figures, MHz"),
+    ("clock_mhz", float, "clock, MHz: for time figures; an FPGA build's target"),
 ]
 
 

@@ -18,7 +18,7 @@ code and stops the dispatcher, so a bad program never hangs the engine.
 
 from __future__ import annotations
 
-from amaranth.hdl import Cat, Module, Mux, Signal, signed
+from amaranth.hdl import Array, Cat, Module, Mux, Signal, signed
 from amaranth.lib import data, enum, stream, wiring
 from amaranth.lib.fifo import SyncFIFO, SyncFIFOBuffered
 from amaranth.lib.memory import Memory
@@ -26,7 +26,7 @@ from amaranth.lib.wiring import In, Out
 
 from .config import EngineConfig, refuse
 from .isa import INSN_BITS, Op, Spad, geometry, insn_layout
-from .memory import mem_signature
+from .memory import BlockMemory, mem_signature
 from .requant import Requantizer
 from .tile import TileEngine
 
@@ -66,8 +66,8 @@ class EngineTiming:
     """
 
     #: an instruction entering the dispatcher to its unit seeing it (decode register, check into
-    #: the decode FIFO, then the queue's write)
-    dispatch_latency = 3
+    #: the decode FIFO, the queue's write, the queue's head register)
+    dispatch_latency = 4
     #: the compute unit taking an instruction to its first operand beat (source FIFO in and out,
     #: source register, synchronous scratchpad read, the register behind it)
     compute_issue_latency = 5
@@ -121,14 +121,15 @@ class Engine(wiring.Component):
         acc_shape = signed(cfg.acc_bits)
 
         # -- memories -----------------------------------------------------------------------
-        m.submodules.spad_a = spad_a = Memory(
-            shape=data.ArrayLayout(signed(8), r), depth=g.a_rows, init=[])
-        m.submodules.spad_b = spad_b = Memory(
-            shape=data.ArrayLayout(signed(8), c), depth=g.b_rows, init=[])
-        m.submodules.spad_q = spad_q = Memory(
-            shape=data.ArrayLayout(signed(32), c), depth=g.q_rows, init=[])
-        m.submodules.acc = acc = Memory(
-            shape=data.ArrayLayout(acc_shape, c), depth=g.acc_rows, init=[])
+        # (column slices one block RAM deep: see BlockMemory)
+        m.submodules.spad_a = spad_a = BlockMemory(
+            shape=data.ArrayLayout(signed(8), r), depth=g.a_rows)
+        m.submodules.spad_b = spad_b = BlockMemory(
+            shape=data.ArrayLayout(signed(8), c), depth=g.b_rows)
+        m.submodules.spad_q = spad_q = BlockMemory(
+            shape=data.ArrayLayout(signed(32), c), depth=g.q_rows)
+        m.submodules.acc = acc = BlockMemory(
+            shape=data.ArrayLayout(acc_shape, c), depth=g.acc_rows)
 
         # -- dependency tokens ---------------------------------------------------------------
         tokens = {name: Signal(8, name=f"tok_{name}") for name in ("l2c", "c2l", "c2s", "s2c")}
@@ -140,10 +141,9 @@ class Engine(wiring.Component):
         # -- dispatch ------------------------------------------------------------------------
         queues = {}
         for name in ("load", "compute", "store"):
-            # First-word-fall-through: the head comes out of the storage combinationally,
-            # which an FPGA builds from LUT RAM (a block RAM's slow output would feed each
-            # unit's decode straight back into the queue's own read address).
-            q = SyncFIFO(width=INSN_BITS, depth=QUEUE_DEPTH)
+            # The head waits in a register (behind LUT RAM on an FPGA), so each unit's
+            # decision to take it starts from a register and not from a memory read.
+            q = HeadRegisterFIFO(width=INSN_BITS, depth=QUEUE_DEPTH)
             m.submodules[f"{name}_queue"] = q
             queues[name] = q
         # Decode, in two registered steps so the stream's ready comes from registers alone:
@@ -158,7 +158,7 @@ class Engine(wiring.Component):
         sums = {name: Signal(17, name=f"sum_{name}") for name in terms}
         decoded = data.StructLayout({"insn": INSN_BITS, "code": ErrorCode, "illegal": 1,
                                      "to": 3})   # one bit per unit: load, compute, store
-        m.submodules.decode = dq = SyncFIFO(width=decoded.size, depth=2)
+        m.submodules.decode = dq = RegisterFIFO(width=decoded.size, depth=2)
         m.d.comb += self.insn.ready.eq(~self.error & (~p_valid | dq.w_rdy))
         accept = self.insn.valid & self.insn.ready
         with m.If(accept):
@@ -380,7 +380,7 @@ class Engine(wiring.Component):
         cp = head.args.compute
 
         src_layout = data.StructLayout({"a_row": 16, "b_row": 16, "extent": 16})
-        wb_layout = data.StructLayout({"acc_row": 16, "accumulate": 1, "push_prev": 1,
+        wb_layout = data.StructLayout({"first_row": 16, "accumulate": 1, "push_prev": 1,
                                        "push_next": 1})
         m.submodules.src_a_q = src_a_q = SyncFIFOBuffered(width=src_layout.size, depth=4)
         m.submodules.wb_q = wb_q = SyncFIFOBuffered(width=wb_layout.size, depth=8)
@@ -402,7 +402,9 @@ class Engine(wiring.Component):
         wb = data.View(wb_layout, wb_q.w_data)
         m.d.comb += [src.a_row.eq(cp.a_row), src.b_row.eq(cp.b_row), src.extent.eq(cp.extent),
                      src_a_q.w_en.eq(go),
-                     wb.acc_row.eq(cp.acc_row), wb.accumulate.eq(cp.accumulate),
+                     # the tile's first result row goes to (os: bottom row first)
+                     wb.first_row.eq(cp.acc_row + (r - 1 if os_ else 0)),
+                     wb.accumulate.eq(cp.accumulate),
                      wb.push_prev.eq(head.deps.push_prev), wb.push_next.eq(head.deps.push_next),
                      wb_q.w_en.eq(go)]
         if not os_:
@@ -470,9 +472,13 @@ class Engine(wiring.Component):
         acc_wr = acc.write_port()
         acc_rd = acc.read_port()   # not transparent: writes in flight are forwarded
         desc = data.View(wb_layout, wb_q.r_data)
-        out_row = Signal(16)
-        target = desc.acc_row + (r - 1 - out_row if os_ else out_row)
-        m.d.comb += [acc_rd.addr.eq(target), acc_rd.en.eq(1)]
+        # The row a result goes to: a tile's first from its descriptor, the next ones from a
+        # register counting from it (no adder before the block RAMs' address).
+        in_tile = Signal()     # a row of this tile has gone: the next one is `next_row`
+        next_row = Signal(16)
+        target = Signal(16)
+        m.d.comb += [target.eq(Mux(in_tile, next_row, desc.first_row)),
+                     acc_rd.addr.eq(target), acc_rd.en.eq(1)]
         s1_valid = Signal()
         s1_addr = Signal(16)
         acc_shape = signed(cfg.acc_bits)
@@ -487,7 +493,8 @@ class Engine(wiring.Component):
                      s1_push_next.eq(fire & tile.c.payload.last & desc.push_next)]
         m.d.comb += wb_q.r_en.eq(fire & tile.c.payload.last)
         with m.If(fire):
-            m.d.sync += out_row.eq(Mux(tile.c.payload.last, 0, out_row + 1))
+            m.d.sync += [in_tile.eq(~tile.c.payload.last),
+                         next_row.eq(target - 1 if os_ else target + 1)]
         # Stage 2 registers the row read from the accumulator as it leaves the block RAM (whose
         # output is slow on an FPGA: nothing may stand between it and a register) and adds to
         # it; stage 3 registers the sum and writes it (the block RAMs lie spread over the chip).
@@ -702,3 +709,78 @@ class Engine(wiring.Component):
         idle = fsm.ongoing("IDLE") & (queue.level == 0)
         return req, idle
 
+
+
+class RegisterFIFO(wiring.Component):
+    """A first-word-fall-through FIFO held in registers: the ports and timing of
+    :class:`amaranth.lib.fifo.SyncFIFO`, but its head comes from a multiplexer of registers,
+    not from LUT RAM (whose read goes through two levels of logic on an FPGA). For a few
+    entries."""
+
+    def __init__(self, *, width: int, depth: int):
+        if depth < 1:
+            raise refuse(self, f"depth must be at least 1, not {depth}")
+        self.width, self.depth = width, depth
+        super().__init__({"w_data": In(width), "w_en": In(1), "w_rdy": Out(1),
+                          "r_data": Out(width), "r_en": In(1), "r_rdy": Out(1),
+                          "level": Out(range(depth + 1))})
+
+    def elaborate(self, platform):
+        m = Module()
+        slots = Array(Signal(self.width, name=f"slot{i}") for i in range(self.depth))
+        produce = Signal(range(self.depth))
+        consume = Signal(range(self.depth))
+        m.d.comb += [self.w_rdy.eq(self.level != self.depth), self.r_rdy.eq(self.level != 0),
+                     self.r_data.eq(slots[consume])]
+        write = self.w_en & self.w_rdy
+        read = self.r_en & self.r_rdy
+        with m.If(write):
+            m.d.sync += [slots[produce].eq(self.w_data),
+                         produce.eq(Mux(produce == self.depth - 1, 0, produce + 1))]
+        with m.If(read):
+            m.d.sync += consume.eq(Mux(consume == self.depth - 1, 0, consume + 1))
+        m.d.sync += self.level.eq(self.level + write - read)
+        return m
+
+
+class HeadRegisterFIFO(wiring.Component):
+    """The ports and timing of :class:`amaranth.lib.fifo.SyncFIFOBuffered` (``depth`` entries,
+    the head in a register, readable two cycles after its write), its storage in LUT RAM on an
+    FPGA: Amaranth's own reads its storage synchronously, and Yosys folds a read that goes
+    straight into a register into a synchronous one too; either way it maps the storage to
+    block RAM, whose output comes late. Here the storage is marked for LUT RAM
+    (``ram_style``), read combinationally into the head register."""
+
+    def __init__(self, *, width: int, depth: int):
+        if depth < 2:
+            raise refuse(self, f"depth must be at least 2, not {depth}")
+        self.width, self.depth = width, depth
+        super().__init__({"w_data": In(width), "w_en": In(1), "w_rdy": Out(1),
+                          "r_data": Out(width), "r_en": In(1), "r_rdy": Out(1),
+                          "level": Out(range(depth + 1))})
+
+    def elaborate(self, platform):
+        m = Module()
+        n = self.depth - 1   # entries behind the head register
+        m.submodules.storage = storage = Memory(
+            shape=self.width, depth=n, init=[], attrs={"ram_style": "distributed"})
+        wr = storage.write_port()
+        rd = storage.read_port(domain="comb")
+        produce, consume = Signal(range(n)), Signal(range(n))
+        stored = Signal(range(n + 1))
+        head_valid = Signal()
+        refill = ~head_valid | self.r_en
+        write = self.w_en & self.w_rdy
+        take = refill & (stored != 0)
+        m.d.comb += [self.w_rdy.eq(stored != n), self.r_rdy.eq(head_valid),
+                     self.level.eq(stored + head_valid),
+                     wr.addr.eq(produce), wr.data.eq(self.w_data), wr.en.eq(write),
+                     rd.addr.eq(consume)]
+        with m.If(write):
+            m.d.sync += produce.eq(Mux(produce == n - 1, 0, produce + 1))
+        with m.If(take):
+            m.d.sync += consume.eq(Mux(consume == n - 1, 0, consume + 1))
+        m.d.sync += stored.eq(stored + write - take)
+        with m.If(refill):
+            m.d.sync += [self.r_data.eq(rd.data), head_valid.eq(stored != 0)]
+        return m

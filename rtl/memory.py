@@ -7,14 +7,16 @@ FPGA block RAM or a real memory controller can sit behind it.
 
 from __future__ import annotations
 
-from amaranth.hdl import Cat, Const, Module, Signal, Value
+from types import SimpleNamespace
+
+from amaranth.hdl import Cat, Const, Elaboratable, Module, Mux, Shape, Signal, Value, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from .config import EngineConfig, refuse
 
-__all__ = ["SimMemory", "mem_signature", "request_layout", "LFSR_TAPS", "lfsr"]
+__all__ = ["BlockMemory", "SimMemory", "mem_signature", "request_layout", "LFSR_TAPS", "lfsr"]
 
 #: x^16 + x^14 + x^13 + x^11 + 1, a maximal-length Fibonacci LFSR
 LFSR_TAPS = (15, 13, 12, 10)
@@ -135,4 +137,75 @@ class SimMemory(wiring.Component):
             m.d.sync += self.reads.eq(self.reads + 1)
         with m.If(write):
             m.d.sync += self.writes.eq(self.writes + 1)
+        return m
+
+
+#: (deepest rows, widest bits) of an ECP5 block RAM's (DP16KD's) modes, shallowest first
+BLOCK_RAM_MODES = ((512, 36), (1024, 18), (2048, 9), (4096, 4), (8192, 2), (16384, 1))
+
+
+def block_slice_bits(depth: int) -> int:
+    """The widest column slice of a ``depth``-row memory that one block RAM holds whole."""
+    return next((bits for rows, bits in BLOCK_RAM_MODES if depth <= rows), 1)
+
+
+class BlockMemory(Elaboratable):
+    """A memory of ``depth`` rows of ``shape``, held as column slices one block RAM deep.
+
+    Synthesis builds a memory deeper than one block RAM holds at the row's full width from
+    several block RAMs stacked in depth and a multiplexer behind their outputs, which on an
+    FPGA sits right after the block RAM's slow output and before the register that must take
+    it. Cut into slices of :func:`block_slice_bits` columns, each slice fits one block RAM in its
+    deepest mode that holds ``depth`` rows: no multiplexer, about as many block RAMs.
+
+    The ports are those of :class:`amaranth.lib.memory.Memory` without transparency or write
+    granularity: ``read_port()`` gives ``addr``, ``en`` (high unless driven) and ``data``
+    (read synchronously, the old row when written in the same cycle); ``write_port()`` gives
+    ``addr``, ``data`` and ``en``.
+
+    A read port's ``data`` holds while ``en`` is low by reading the last address again: the
+    block RAMs read every cycle. (Yosys otherwise keeps the old output in a register and puts
+    a multiplexer behind each block RAM to choose it.) So ``data`` changes while ``en`` is low
+    if that row is written meanwhile; nothing in the engine writes a row a port is holding.
+    """
+
+    def __init__(self, *, shape, depth: int, slice_bits: int | None = None):
+        self.shape = shape
+        self.depth = depth
+        self.width = Shape.cast(shape).width
+        self.slice_bits = slice_bits or block_slice_bits(depth)
+        self._reads: list[SimpleNamespace] = []
+        self._writes: list[SimpleNamespace] = []
+
+    def read_port(self) -> SimpleNamespace:
+        port = SimpleNamespace(addr=Signal(range(self.depth)), en=Signal(init=1),
+                               data=Signal(self.shape))
+        self._reads.append(port)
+        return port
+
+    def write_port(self) -> SimpleNamespace:
+        port = SimpleNamespace(addr=Signal(range(self.depth)), en=Signal(),
+                               data=Signal(self.shape))
+        self._writes.append(port)
+        return port
+
+    def elaborate(self, platform):
+        m = Module()
+        addresses = []
+        for n, port in enumerate(self._reads):
+            held = Signal.like(port.addr, name=f"held_addr{n}")
+            with m.If(port.en):
+                m.d.sync += held.eq(port.addr)
+            addresses.append(Mux(port.en, port.addr, held))
+        for k, lo in enumerate(range(0, self.width, self.slice_bits)):
+            hi = min(lo + self.slice_bits, self.width)
+            m.submodules[f"slice{k}"] = mem = Memory(shape=unsigned(hi - lo), depth=self.depth,
+                                                     init=[])
+            for port, address in zip(self._reads, addresses, strict=True):
+                rd = mem.read_port()
+                m.d.comb += [rd.addr.eq(address), Value.cast(port.data)[lo:hi].eq(rd.data)]
+            for port in self._writes:
+                wr = mem.write_port()
+                m.d.comb += [wr.addr.eq(port.addr), wr.en.eq(port.en),
+                             wr.data.eq(Value.cast(port.data)[lo:hi])]
         return m

@@ -15,9 +15,9 @@ __all__ = ["PE"]
 class PE(wiring.Component):
     """One PE. Every output is a register, so links between neighbours are registered.
 
-    The product is registered before it is added (``product`` register), so the multiplier
-    (a DSP block on an FPGA) and the accumulator's adder are separate pipeline stages: a
-    result takes :attr:`latency` = 2 cycles from its operands, while operands still hop one PE
+    The product is registered twice before it is added, so the multiplier (a DSP block on an
+    FPGA), the route out of it and the accumulator's adder are separate pipeline stages: a
+    result takes :attr:`latency` = 3 cycles from its operands, while operands still hop one PE
     per cycle. Every PE is one cycle later by the same amount, so the systolic wave keeps its
     shape and only the array's output moves, which :class:`~rtl.tile.TileTiming` accounts for.
 
@@ -38,8 +38,10 @@ class PE(wiring.Component):
     ``EnableInserter`` to stall it.
     """
 
-    #: cycles from operands in to the result they make (product register, then the sum)
-    latency = 2
+    #: cycles from operands in to the result they make: the product register, a second one
+    #: (on an FPGA the first is inside the DSP block, whose output has a long way to the
+    #: fabric: the second splits that route), then the sum
+    latency = 3
     #: cycles an operand takes to pass to the neighbouring PE
     hop = 1
 
@@ -73,6 +75,23 @@ class PE(wiring.Component):
         """The PE's arithmetic, in one place: the int8 datapath multiplies."""
         return a * b
 
+    def _late_product(self, m, a, b, platform):
+        """``a * b``, :attr:`latency` - 1 cycles later."""
+        prod = registered_product(m, a, b, platform=platform, ce=self.ce, multiply=self.product)
+        for n in range(self.latency - 2):
+            late = Signal.like(prod, name=f"prod_{n + 1}")
+            m.d.sync += late.eq(prod)
+            prod = late
+        return prod
+
+    def _delayed(self, m, value, name):
+        """``value``, :attr:`latency` - 2 cycles later (one less than the product)."""
+        for n in range(self.latency - 2):
+            late = Signal.like(value, name=f"{name}_{n + 1}")
+            m.d.sync += late.eq(value)
+            value = late
+        return value
+
     def elaborate(self, platform):
         m = Module()
         m.d.sync += self.a_out.eq(self.a_in)
@@ -84,10 +103,9 @@ class PE(wiring.Component):
                 self.a_last_out.eq(self.a_last_in),
                 self.c_out.eq(out),  # the link register of the drain chain
             ]
-            prod = registered_product(m, self.a_in, self.b_in, platform=platform, ce=self.ce,
-                                      multiply=self.product)
-            last = Signal()   # a_last, in step with the product register
-            m.d.sync += last.eq(self.a_last_in)
+            prod = self._late_product(m, self.a_in, self.b_in, platform)
+            last = Signal()   # a_last, in step with the product
+            m.d.sync += last.eq(self._delayed(m, self.a_last_in, "last"))
             total = acc + prod
             with m.If(last):
                 m.d.sync += [out.eq(total), acc.eq(0)]
@@ -101,8 +119,7 @@ class PE(wiring.Component):
             weight = Mux(self.a_swap_in, shadow, active)
             # The product register delays this PE's term by one cycle; the partial sum from the
             # PE above comes out of its own product + sum stages one hop later, so they meet.
-            prod = registered_product(m, self.a_in, weight, platform=platform, ce=self.ce,
-                                      multiply=self.product)
+            prod = self._late_product(m, self.a_in, weight, platform)
             m.d.sync += self.psum_out.eq(self.psum_in + prod)
             with m.If(self.a_swap_in):
                 m.d.sync += active.eq(shadow)

@@ -56,7 +56,7 @@ class Requantizer(wiring.Component):
     unspecified (only the low five bits of ``|shift|`` are used).
 
     ``zero_point``, ``qmin``, ``qmax``, ``relu``: static settings, held constant while beats are
-    in flight, with ``qmin <= zero_point <= qmax``.
+    in flight (and for a cycle before the first enters), with ``qmin <= zero_point <= qmax``.
 
     ``o``: a stream of results (:func:`out_layout`) in input order, ``last`` carried through.
 
@@ -129,8 +129,14 @@ class Requantizer(wiring.Component):
 
         zp, qmin, qmax = self.zero_point, self.qmin, self.qmax
         # ReLU clamps at the zero point, i.e. at real value 0 (qmin <= zero_point is required).
-        lo = Signal(signed(self.out_bits))
-        m.d.comb += lo.eq(Mux(self.relu, zp, qmin))
+        # The settings are static, so the bounds are registered, and so are the same bounds
+        # less the zero point: stage 6 compares x with those beside its add of the zero point,
+        # and the output stage is a multiplexer alone.
+        q = signed(self.out_bits)
+        lo, hi = Signal(q), Signal(q)
+        lo_x, hi_x = Signal(signed(self.out_bits + 1)), Signal(signed(self.out_bits + 1))
+        m.d.sync += [lo.eq(Mux(self.relu, zp, qmin)), hi.eq(qmax),
+                     lo_x.eq(Mux(self.relu, 0, qmin - zp)), hi_x.eq(qmax - zp)]
 
         s32 = signed(32)
         p = self.i.payload
@@ -201,10 +207,13 @@ class Requantizer(wiring.Component):
             round_up = reg(up, 1, f"x5_round_{k}")
             x5 = reg(shifted + round_up, s32, f"x5_{k}")
 
-            # 6. zero point; then ReLU and clamp (both compares side by side: lo <= qmax)
+            # 6. zero point, and the clamp's compares beside it (x + zp < lo is x < lo - zp);
+            # then ReLU and clamp (lo <= hi, so at most one compare holds)
             y = reg(x5 + zp, signed(33), f"y_{k}")
+            below = reg(x5 < lo_x, 1, f"below_{k}")
+            above = reg(x5 > hi_x, 1, f"above_{k}")
             core.d.sync += self.o.payload.data[k].eq(
-                Mux(y < lo, lo, Mux(y > qmax, qmax, y)))
+                Mux(below, lo, Mux(above, hi, y[:self.out_bits])))
 
         return m
 

@@ -68,8 +68,9 @@ def _cmd_build(args: argparse.Namespace, config: EngineConfig) -> int:
             print(f"    {n:6,}  worst {worst / 1000:6.2f} ns  {group}")
     if report.bitstream:
         print(f"  bitstream {report.bitstream}")
+    source = "PLL" if report.pll else "board"
     print(f"  host link: UART at {report.baud:,} baud from the {report.clock_hz / 1e6:g} MHz "
-          f"board clock; {report.memory_bytes // 1024} KiB memory")
+          f"{source} clock; {report.memory_bytes // 1024} KiB memory")
     return 0
 
 

@@ -5,6 +5,7 @@ import json
 import pytest
 
 from fpga.boards import BOARDS, BoardError, board
+from fpga.clocks import ecp5_pll
 from fpga.build import (
     _brams_for,
     _pnr_report,
@@ -94,3 +95,40 @@ def test_smallest_preset_synthesizes_for_an_ecp5_board(capsys):
     used = out["resources"]["BRAM"]["used"]
     assert used <= estimate <= used + 8, (used, estimate)
     assert out["memory_bytes"] == top.mem_bytes and out["baud"] == 115_200
+    # the 25 MHz oscillator goes through a PLL to the 100 MHz target, which the UART divides
+    assert out["pll"] and out["clock_hz"] == 100_000_000 == top.clock_hz
+    assert top.divisor == round(100_000_000 / 115_200)
+
+
+@pytest.mark.parametrize("fin, fout, dividers, made", [
+    # what Project Trellis' ecppll (yowasp-ecppll -i FIN -o FOUT) chooses (it never went
+    # above the target in these)
+    (25, 100, (1, 4, 6), 100), (25, 90, (5, 18, 7), 90), (25, 120, (5, 24, 5), 120),
+    (25, 48, (8, 15, 13), 46.875), (48, 100, (12, 25, 6), 100),
+])
+def test_ecp5_pll_dividers_match_ecppll(fin, fout, dividers, made):
+    pll = ecp5_pll(fin * 1_000_000, fout * 1e6)
+    assert (pll.clki_div, pll.clkfb_div, pll.clkop_div) == dividers
+    assert pll.output_hz == made * 1e6 and 400e6 <= pll.vco_hz <= 800e6
+
+
+def test_ecp5_pll_refuses_what_it_cannot_make():
+    with pytest.raises(BoardError, match="3.125 to 400 MHz, not 500 MHz"):
+        ecp5_pll(25_000_000, 500e6)
+    # a board clocked at the target needs no PLL; a non-ECP5 board runs from its oscillator
+    top = make_top(board("ulx3s-85f"), preset("tiny").replace(clock_mhz=25.0))
+    top._MustUse__silence = True
+    assert top.pll is None and top.clock_hz == 25_000_000
+    cfg = EngineConfig(rows=2, cols=2, spad_kib=1, acc_kib=1, mem_bytes_per_cycle=4,
+                       clock_mhz=50.0)
+    top = make_top(board("arty-a7-35"), cfg)
+    top._MustUse__silence = True
+    assert top.pll is None and top.clock_hz == 100_000_000
+    # from 48 MHz, 50 exactly needs a 2 MHz phase detector (the least is 3.125); nothing
+    # between 48 and 50 is possible, so the oscillator it is
+    top = make_top(board("orangecrab"), cfg)
+    top._MustUse__silence = True
+    assert top.pll is None and top.clock_hz == 48_000_000
+    top = make_top(board("orangecrab"), cfg.replace(clock_mhz=100.0))
+    top._MustUse__silence = True
+    assert top.pll is not None and top.clock_hz == 100_000_000

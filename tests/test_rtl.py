@@ -51,8 +51,9 @@ def test_os_pe_accumulates_wraps_and_drains(acc_bits):
         ctx.set(pe.a_last_in, 0)
         ctx.set(pe.a_in, 0)
         ctx.set(pe.b_in, 0)
-        await ctx.tick()
-        assert ctx.get(pe.c_out) == 77  # the last product is still in the product register
+        for _ in range(PE.latency - 1):
+            await ctx.tick()
+            assert ctx.get(pe.c_out) == 77  # the last product is still in the product registers
         await ctx.tick()
         assert ctx.get(pe.c_out) == wrapped  # one link register after the capture
         await ctx.tick()
@@ -74,15 +75,21 @@ def test_ws_pe_swaps_weights_with_the_wavefront():
         ctx.set(pe.psum_in, 1000)
         ctx.set(pe.a_swap_in, 1)  # the new weight applies to this product already
         await ctx.tick()
-        # the product register holds 5 * -7; the partial sum it meets comes a cycle later
+        # the product registers hold 5 * -7; the partial sum it meets comes latency-1 cycles
+        # after the operands
         ctx.set(pe.a_swap_in, 0)
         ctx.set(pe.w_in, 9)
         ctx.set(pe.w_shift, 1)  # loading the next weight does not disturb the active one
         ctx.set(pe.a_in, -128)
         await ctx.tick()
-        assert ctx.get(pe.psum_out) == 1000 - 35
         assert ctx.get(pe.w_out) == 9
         ctx.set(pe.w_shift, 0)
+        ctx.set(pe.a_in, 0)
+        for _ in range(PE.latency - 3):
+            await ctx.tick()
+        ctx.set(pe.psum_in, 1000)
+        await ctx.tick()
+        assert ctx.get(pe.psum_out) == 1000 - 35
         ctx.set(pe.psum_in, -1)
         await ctx.tick()
         assert ctx.get(pe.psum_out) == -1 + 896
@@ -188,9 +195,10 @@ def test_tile_engine_is_exact(dataflow, rows, cols, stall):
 def test_latencies_are_stated():
     os_ = TileTiming(EngineConfig(rows=3, cols=5, dataflow="os"))
     ws = TileTiming(EngineConfig(rows=3, cols=5, dataflow="ws"))
-    # input register, R+C-2 hops, the last PE's product and sum registers, deskew (+ drain link)
-    assert PE.latency == 2
-    assert os_.latency == 3 + 5 + 2
-    assert ws.latency == 3 + 5 + 1
+    # R+C-2 hops, the last PE's two product registers and its sum register, the input register
+    # and deskew together one more (+ the drain link)
+    assert PE.latency == 3
+    assert os_.latency == 3 + 5 + 3
+    assert ws.latency == 3 + 5 + 2
     assert os_.min_tile_cycles == 3 and ws.min_tile_cycles == 1
     assert ws.weight_swap_cycles == 3 + 5 - 1
