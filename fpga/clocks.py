@@ -4,10 +4,10 @@ ULX3S has a 25 MHz oscillator and OrangeCrab a 48 MHz one; the engine is timed a
 ``clock_mhz`` (100 MHz by default). On ECP5 boards :func:`ecp5_pll` picks the dividers of an
 ``EHXPLLL`` as Project Trellis' ``ecppll`` does (the output closest to the target with the
 VCO in range, the VCO nearest 600 MHz among equals), except that it never goes above the
-target, the frequency the design is timed at, and :class:`BoardTop <fpga.top.BoardTop>`
-clocks everything from its output, held in reset (the global one) until the PLL locks. nextpnr derives the
-output clock's constraint from the oscillator's and the dividers, so timing is checked at the
-frequency the board really runs at.
+target, the frequency the design is timed at. :class:`BoardTop <fpga.top.BoardTop>` clocks
+everything from its output, held in reset (the global one) until the PLL locks. nextpnr
+derives the output clock's constraint from the oscillator's and the dividers, so timing is
+checked at the frequency the board really runs at.
 """
 
 from __future__ import annotations

@@ -48,8 +48,8 @@ class TileTiming:
 
         For ``ws`` that is from row m of A to row m of C: the input register, R+C-2 PE hops,
         the last PE's product and sum registers (:attr:`PE.latency <rtl.pe.PE.latency>`) and
-        the deskew, ``rows + cols + PE.latency - 1``. For ``os`` it is from the tile's last beat to the
-        tile's first row (row R-1), one more for the drain chain's link register.
+        the deskew, ``rows + cols + PE.latency - 1``. For ``os`` it is from the tile's last beat
+        to the tile's first row (row R-1), one more for the drain chain's link register.
         """
         cfg = self.config
         return (cfg.rows + cfg.cols - 2) * PE.hop + PE.latency + 1 + (cfg.dataflow == "os")

@@ -5,7 +5,6 @@ import json
 import pytest
 
 from fpga.boards import BOARDS, BoardError, board
-from fpga.clocks import ecp5_pll
 from fpga.build import (
     _brams_for,
     _pnr_report,
@@ -15,6 +14,7 @@ from fpga.build import (
     dsp_multipliers,
     make_top,
 )
+from fpga.clocks import ecp5_pll
 from rtl.config import EngineConfig, preset
 from tessera.cli import main
 
