@@ -55,6 +55,7 @@ class BuildReport:
     clock_hz: int = 0                # the clock the design runs at
     pll: bool = False                # made by a PLL from the board's oscillator (ECP5)
     lut_mapper: str = "abc9"         # "abc" when Yosys' ABC9 failed and the classic one ran
+    seed: int | None = None          # nextpnr's placement seed, when one was given
     #: endpoints missing the target (every one, from the routed delays: fpga.sta) and the
     #: parts of the design they are in: (hierarchy, endpoints, worst slack in ps)
     failing_endpoints: int | None = None
@@ -212,8 +213,11 @@ def make_top(board: Board, config: EngineConfig, *, baud: int = DEFAULT_BAUD,
 
 def build(board: Board, config: EngineConfig, *, synth_only: bool = False,
           out: Path | None = None, baud: int = DEFAULT_BAUD,
-          mem_kib: int | None = None) -> BuildReport:
-    """Build ``config`` for ``board``; see the module's description."""
+          mem_kib: int | None = None, seed: int | None = None) -> BuildReport:
+    """Build ``config`` for ``board``; see the module's description. ``seed``: nextpnr's
+    placement seed."""
+    if seed is not None and not (isinstance(seed, int) and 0 <= seed < 1 << 31):
+        raise BoardError(f"--seed must be an integer from 0 to 2**31-1, not {seed!r}")
     top = make_top(board, config, baud=baud, mem_kib=mem_kib)
     directory = out or ROOT / "build" / "fpga" / f"{board.name}-{config.key}"
     directory.mkdir(parents=True, exist_ok=True)
@@ -227,7 +231,7 @@ def build(board: Board, config: EngineConfig, *, synth_only: bool = False,
     report = BuildReport(board=board.name, device=board.device, config=config.label,
                          stage="files", target_mhz=top.clock_hz / 1e6, directory=str(directory),
                          memory_bytes=top.mem_bytes, baud=baud, clock_hz=top.clock_hz,
-                         pll=top.pll is not None)
+                         pll=top.pll is not None, seed=seed)
     t0 = time.perf_counter()
     if not board.open_flow:
         plan = platform.build(top, name="top", build_dir=str(directory), do_build=False)
@@ -235,7 +239,10 @@ def build(board: Board, config: EngineConfig, *, synth_only: bool = False,
         report.seconds = time.perf_counter() - t0
         return report
     # a design that misses the target still gets its bitstream; the report says by how much
-    overrides = {"nextpnr_opts": "--report report.json --timing-allow-fail --sdf top.sdf",
+    nextpnr_opts = "--report report.json --timing-allow-fail --sdf top.sdf"
+    if seed is not None:
+        nextpnr_opts += f" --seed {seed}"
+    overrides = {"nextpnr_opts": nextpnr_opts,
                  "synth_opts": _SYNTH_OPTS, "script_after_read": _SCRIPT_AFTER_READ}
     if synth_only:
         overrides["script_after_synth"] = "tee -q -o synth_stat.json stat -json"

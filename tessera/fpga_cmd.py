@@ -41,7 +41,7 @@ def _cmd_build(args: argparse.Namespace, config: EngineConfig) -> int:
         print(f"building {config.label} for {b.name} ({b.device})"
               f"{', synthesis only' if args.synth_only else ''}...", file=sys.stderr)
         report = build(b, config, synth_only=args.synth_only, baud=args.baud,
-                       mem_kib=args.mem_kib)
+                       mem_kib=args.mem_kib, seed=args.seed)
     except BoardError as e:
         print(f"tessera: error: {e}", file=sys.stderr)
         return 2
@@ -126,6 +126,9 @@ def add_fpga_parser(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--mem-kib", type=int, default=None,
                    help="block-RAM memory for operands and results (default: what the "
                         "device has left, up to 64 KiB)")
+    q.add_argument("--seed", type=int, default=None,
+                   help="nextpnr's placement seed (its default unless given): timing varies "
+                        "from seed to seed by a few percent")
     q.set_defaults(func=_cmd_build)
     q = fpga.add_parser("run", help="run a GEMM on a board over its UART and check it against "
                                     "the golden model")

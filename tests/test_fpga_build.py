@@ -132,3 +132,9 @@ def test_ecp5_pll_refuses_what_it_cannot_make():
     top = make_top(board("orangecrab"), cfg.replace(clock_mhz=100.0))
     top._MustUse__silence = True
     assert top.pll is not None and top.clock_hz == 100_000_000
+
+
+def test_a_bad_placement_seed_is_refused_before_anything_runs(tmp_path):
+    with pytest.raises(BoardError, match="--seed must be an integer"):
+        build(board("ulx3s-85f"), preset("tiny"), out=tmp_path, seed=-1)
+    assert not any(tmp_path.iterdir())
