@@ -170,7 +170,8 @@ def make_top(board: Board, config: EngineConfig, *, baud: int = DEFAULT_BAUD,
     """The :class:`~fpga.top.BoardTop` for ``board``, refused (with the reason) if it cannot
     fit. Its memory gets ``mem_kib`` KiB, or by default the largest power of two up to
     :data:`DEFAULT_MEM_KIB` that the block RAM the engine leaves can hold (at least 1 KiB).
-    The design runs from the board's oscillator; the UART divides that clock to ``baud``."""
+    The design runs from the board's oscillator, or on ECP5 from a PLL making ``clock_mhz``
+    from it (:mod:`fpga.clocks`); the UART divides that clock to ``baud``."""
     from .clocks import ecp5_pll
     from .top import BoardTop
     from .uart import divisor_for

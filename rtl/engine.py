@@ -18,13 +18,13 @@ code and stops the dispatcher, so a bad program never hangs the engine.
 
 from __future__ import annotations
 
-from amaranth.hdl import Array, Cat, Module, Mux, Signal, signed
+from amaranth.hdl import Cat, Module, Mux, Signal, signed
 from amaranth.lib import data, enum, stream, wiring
 from amaranth.lib.fifo import SyncFIFO, SyncFIFOBuffered
-from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from .config import EngineConfig, refuse
+from .fifo import HeadRegisterFIFO, RegisterFIFO
 from .isa import INSN_BITS, Op, Spad, geometry, insn_layout
 from .memory import BlockMemory, mem_signature
 from .requant import Requantizer
@@ -708,79 +708,3 @@ class Engine(wiring.Component):
 
         idle = fsm.ongoing("IDLE") & (queue.level == 0)
         return req, idle
-
-
-
-class RegisterFIFO(wiring.Component):
-    """A first-word-fall-through FIFO held in registers: the ports and timing of
-    :class:`amaranth.lib.fifo.SyncFIFO`, but its head comes from a multiplexer of registers,
-    not from LUT RAM (whose read goes through two levels of logic on an FPGA). For a few
-    entries."""
-
-    def __init__(self, *, width: int, depth: int):
-        if depth < 1:
-            raise refuse(self, f"depth must be at least 1, not {depth}")
-        self.width, self.depth = width, depth
-        super().__init__({"w_data": In(width), "w_en": In(1), "w_rdy": Out(1),
-                          "r_data": Out(width), "r_en": In(1), "r_rdy": Out(1),
-                          "level": Out(range(depth + 1))})
-
-    def elaborate(self, platform):
-        m = Module()
-        slots = Array(Signal(self.width, name=f"slot{i}") for i in range(self.depth))
-        produce = Signal(range(self.depth))
-        consume = Signal(range(self.depth))
-        m.d.comb += [self.w_rdy.eq(self.level != self.depth), self.r_rdy.eq(self.level != 0),
-                     self.r_data.eq(slots[consume])]
-        write = self.w_en & self.w_rdy
-        read = self.r_en & self.r_rdy
-        with m.If(write):
-            m.d.sync += [slots[produce].eq(self.w_data),
-                         produce.eq(Mux(produce == self.depth - 1, 0, produce + 1))]
-        with m.If(read):
-            m.d.sync += consume.eq(Mux(consume == self.depth - 1, 0, consume + 1))
-        m.d.sync += self.level.eq(self.level + write - read)
-        return m
-
-
-class HeadRegisterFIFO(wiring.Component):
-    """The ports and timing of :class:`amaranth.lib.fifo.SyncFIFOBuffered` (``depth`` entries,
-    the head in a register, readable two cycles after its write), its storage in LUT RAM on an
-    FPGA: Amaranth's own reads its storage synchronously, and Yosys folds a read that goes
-    straight into a register into a synchronous one too; either way it maps the storage to
-    block RAM, whose output comes late. Here the storage is marked for LUT RAM
-    (``ram_style``), read combinationally into the head register."""
-
-    def __init__(self, *, width: int, depth: int):
-        if depth < 2:
-            raise refuse(self, f"depth must be at least 2, not {depth}")
-        self.width, self.depth = width, depth
-        super().__init__({"w_data": In(width), "w_en": In(1), "w_rdy": Out(1),
-                          "r_data": Out(width), "r_en": In(1), "r_rdy": Out(1),
-                          "level": Out(range(depth + 1))})
-
-    def elaborate(self, platform):
-        m = Module()
-        n = self.depth - 1   # entries behind the head register
-        m.submodules.storage = storage = Memory(
-            shape=self.width, depth=n, init=[], attrs={"ram_style": "distributed"})
-        wr = storage.write_port()
-        rd = storage.read_port(domain="comb")
-        produce, consume = Signal(range(n)), Signal(range(n))
-        stored = Signal(range(n + 1))
-        head_valid = Signal()
-        refill = ~head_valid | self.r_en
-        write = self.w_en & self.w_rdy
-        take = refill & (stored != 0)
-        m.d.comb += [self.w_rdy.eq(stored != n), self.r_rdy.eq(head_valid),
-                     self.level.eq(stored + head_valid),
-                     wr.addr.eq(produce), wr.data.eq(self.w_data), wr.en.eq(write),
-                     rd.addr.eq(consume)]
-        with m.If(write):
-            m.d.sync += produce.eq(Mux(produce == n - 1, 0, produce + 1))
-        with m.If(take):
-            m.d.sync += consume.eq(Mux(consume == n - 1, 0, consume + 1))
-        m.d.sync += stored.eq(stored + write - take)
-        with m.If(refill):
-            m.d.sync += [self.r_data.eq(rd.data), head_valid.eq(stored != 0)]
-        return m

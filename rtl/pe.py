@@ -78,14 +78,11 @@ class PE(wiring.Component):
     def _late_product(self, m, a, b, platform):
         """``a * b``, :attr:`latency` - 1 cycles later."""
         prod = registered_product(m, a, b, platform=platform, ce=self.ce, multiply=self.product)
-        for n in range(self.latency - 2):
-            late = Signal.like(prod, name=f"prod_{n + 1}")
-            m.d.sync += late.eq(prod)
-            prod = late
-        return prod
+        return self._delayed(m, prod, "prod")
 
     def _delayed(self, m, value, name):
-        """``value``, :attr:`latency` - 2 cycles later (one less than the product)."""
+        """``value``, :attr:`latency` - 2 cycles later (the product registers after the
+        first)."""
         for n in range(self.latency - 2):
             late = Signal.like(value, name=f"{name}_{n + 1}")
             m.d.sync += late.eq(value)
