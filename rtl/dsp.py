@@ -11,6 +11,11 @@ Outside ECP5 it is an ordinary register in the ``sync`` domain; on ECP5 (a platf
 ``sync``, cleared by its reset and enabled by ``ce`` (pass the enable the surrounding logic
 runs under: an ``EnableInserter`` does not reach an instance). ``sim/models/MULT18X18D.v`` is
 a behavioural model of the primitive, with which Verilator checks the ECP5 netlist.
+
+With ``input_registers=True`` the operands are registered first (two cycles from ``a`` and
+``b`` to their product): on ECP5 in the DSP's own input registers, so an operand that fans out
+to several DSP blocks has a whole cycle for its route to the DSP column (the multiplier's
+combinational path no longer follows that route in the same cycle).
 """
 
 from __future__ import annotations
@@ -27,8 +32,9 @@ def uses_ecp5_dsp(platform) -> bool:
 
 
 def registered_product(m, a: Value, b: Value, *, platform, ce=1, name: str = "prod",
-                       multiply=None):
-    """``a * b`` (each signed or unsigned, at most 18 bits as signed) registered once.
+                       multiply=None, input_registers: bool = False):
+    """``a * b`` (each signed or unsigned, at most 18 bits as signed) registered once (twice
+    with ``input_registers``: the operands, then the product).
 
     ``multiply(a, b)``, if given, replaces ``a * b`` in the fabric version (a test breaks the
     PE's arithmetic that way to see the regressions fail)."""
@@ -37,8 +43,14 @@ def registered_product(m, a: Value, b: Value, *, platform, ce=1, name: str = "pr
     width = shape.width
     prod = Signal(shape, name=name)
     if not uses_ecp5_dsp(platform):
+        if input_registers:
+            a_reg = Signal(a.shape(), name=f"{name}_a_reg")
+            b_reg = Signal(b.shape(), name=f"{name}_b_reg")
+            m.d.sync += [a_reg.eq(a), b_reg.eq(b)]
+            a, b = a_reg, b_reg
         m.d.sync += prod.eq(multiply(a, b) if multiply else a * b)
         return prod
+    input_clk = "CLK0" if input_registers else "NONE"
     ports = {}
     for label, v in (("A", a), ("B", b)):
         wide = Signal(signed(DSP_BITS), name=f"{name}_{label.lower()}")
@@ -50,7 +62,9 @@ def registered_product(m, a: Value, b: Value, *, platform, ce=1, name: str = "pr
     ports.update({f"o_P{i}": out[i] for i in range(2 * DSP_BITS)})
     m.submodules[f"{name}_dsp"] = Instance(
         "MULT18X18D",
-        p_REG_INPUTA_CLK="NONE", p_REG_INPUTB_CLK="NONE", p_REG_PIPELINE_CLK="NONE",
+        p_REG_INPUTA_CLK=input_clk, p_REG_INPUTA_CE="CE0", p_REG_INPUTA_RST="RST0",
+        p_REG_INPUTB_CLK=input_clk, p_REG_INPUTB_CE="CE0", p_REG_INPUTB_RST="RST0",
+        p_REG_PIPELINE_CLK="NONE",
         p_REG_OUTPUT_CLK="CLK0", p_REG_OUTPUT_CE="CE0", p_REG_OUTPUT_RST="RST0",
         p_CLK0_DIV="ENABLED", p_GSR="DISABLED", p_RESETMODE="SYNC",
         p_SOURCEB_MODE="B_SHIFT", p_MULT_BYPASS="DISABLED",

@@ -69,8 +69,8 @@ class EngineTiming:
     #: the decode FIFO, the queue's write, the queue's head register)
     dispatch_latency = 4
     #: the compute unit taking an instruction to its first operand beat (source FIFO in and out,
-    #: source register, synchronous scratchpad read, the register behind it)
-    compute_issue_latency = 5
+    #: source register, synchronous scratchpad read, the two registers behind it)
+    compute_issue_latency = 6
     #: a LOAD's last beat returning from memory to its row being in the scratchpad (and its
     #: token pushed): registered, then written
     load_write_latency = 2
@@ -299,6 +299,10 @@ class Engine(wiring.Component):
         row_addr = Signal(32)
         stride = Signal(32)
         push = Signal()
+        # remaining <= w, and length <= w, kept in registers (a compare fewer on the path from
+        # memory's ready to the unit's registers)
+        last_beat = Signal()
+        one_beat_rows = Signal()
 
         # Take the next LOAD once its token (if it waits for one) is there.
         ready_token = ~head.deps.pop_next | (tokens["c2l"] != 0)
@@ -310,9 +314,9 @@ class Engine(wiring.Component):
             m.d.sync += [busy.eq(1), spad.eq(ld.spad), row.eq(ld.row), rows_left.eq(ld.rows),
                          length.eq(ld.length), remaining.eq(ld.length), beat.eq(0),
                          addr.eq(ld.addr), row_addr.eq(ld.addr), stride.eq(ld.stride),
-                         push.eq(head.deps.push_next)]
+                         push.eq(head.deps.push_next), last_beat.eq(ld.length <= w),
+                         one_beat_rows.eq(ld.length <= w)]
 
-        last_beat = remaining <= w
         last_row = rows_left == 1
         m.d.comb += [
             req.valid.eq(busy & tags.w_rdy),
@@ -326,13 +330,14 @@ class Engine(wiring.Component):
                      tags.w_en.eq(req.valid & req.ready)]
         with m.If(req.valid & req.ready):
             with m.If(last_beat):
-                m.d.sync += [remaining.eq(length), beat.eq(0), row.eq(row + 1),
-                             rows_left.eq(rows_left - 1), addr.eq(row_addr + stride),
-                             row_addr.eq(row_addr + stride)]
+                m.d.sync += [remaining.eq(length), last_beat.eq(one_beat_rows), beat.eq(0),
+                             row.eq(row + 1), rows_left.eq(rows_left - 1),
+                             addr.eq(row_addr + stride), row_addr.eq(row_addr + stride)]
                 with m.If(last_row):
                     m.d.sync += busy.eq(0)
             with m.Else():
-                m.d.sync += [remaining.eq(remaining - w), beat.eq(beat + 1), addr.eq(addr + w)]
+                m.d.sync += [remaining.eq(remaining - w), last_beat.eq(remaining <= 2 * w),
+                             beat.eq(beat + 1), addr.eq(addr + w)]
 
         # Returning beats, in order: assemble rows and write them into their scratchpad.
         rdata = self.mem.rdata
@@ -415,24 +420,32 @@ class Engine(wiring.Component):
 
         def source(name, q, ports, out_ready, count):
             """Stream rows ``base .. base+count-1`` of scratchpads, one instruction after
-            another, through synchronous read ports and a register behind each (block RAM
-            output is slow on an FPGA), both holding while the consumer waits. ``ports`` pairs
-            each read port with the field giving its first row; returns the rows' registers."""
+            another, through synchronous read ports and two registers behind each, all holding
+            while the consumer waits. Block RAM output is slow on an FPGA (on ECP5 a row
+            leaves 5.8 ns after the clock): the first register has nothing else to drive and
+            sits beside its block RAM, the second carries the row across the chip to the
+            array. ``ports`` pairs each read port with the field giving its first row; returns
+            the second registers."""
             d = data.View(src_layout, q.r_data)
             active = Signal(name=f"{name}_active")
             index = Signal(16, name=f"{name}_index")
             extent = Signal(16, name=f"{name}_extent")
             read = Signal(name=f"{name}_read")     # the read ports hold a row
             read_last = Signal(name=f"{name}_read_last")
-            valid = Signal(name=f"{name}_valid")   # the registers behind them hold a row
+            near = Signal(name=f"{name}_near")     # the registers beside them hold a row
+            near_last = Signal(name=f"{name}_near_last")
+            valid = Signal(name=f"{name}_valid")   # the registers after those hold a row
             last = Signal(name=f"{name}_last")
+            nears = [Signal.like(port.data, name=f"{name}_near_{first}") for port, first in ports]
             rows = [Signal.like(port.data, name=f"{name}_row_{first}") for port, first in ports]
             advance = ~valid | out_ready
             final = Signal(name=f"{name}_final")   # index + 1 == extent, kept a step ahead
             with m.If(advance):
-                m.d.sync += [read.eq(active), read_last.eq(final), valid.eq(read),
-                             last.eq(read_last)]
-                m.d.sync += [row.eq(port.data) for row, (port, _) in zip(rows, ports, strict=True)]
+                m.d.sync += [read.eq(active), read_last.eq(final), near.eq(read),
+                             near_last.eq(read_last), valid.eq(near), last.eq(near_last)]
+                m.d.sync += [held.eq(port.data)
+                             for held, (port, _) in zip(nears, ports, strict=True)]
+                m.d.sync += [row.eq(held) for row, held in zip(rows, nears, strict=True)]
                 with m.If(active):
                     m.d.sync += [index.eq(index + 1), final.eq(index + 2 == extent)]
                     with m.If(final):
@@ -447,7 +460,7 @@ class Engine(wiring.Component):
                 with m.If(take):
                     m.d.sync += base.eq(getattr(d, first))
                 m.d.comb += [port.en.eq(advance), port.addr.eq(base + index)]
-            return valid, last, rows, ~active & ~read & ~valid
+            return valid, last, rows, ~active & ~read & ~near & ~valid
 
         if os_:
             valid, last, (a_row, b_row), sources_idle = source(

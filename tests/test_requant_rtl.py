@@ -271,7 +271,7 @@ def test_latency_is_measured_and_throughput_is_one_beat_per_cycle():
                 out.append(o_p)
 
     _simulate(dut, (driver, False), (monitor, True))
-    assert dut.latency == len(Requantizer.STAGES) == 12
+    assert dut.latency == len(Requantizer.STAGES) == 13
     assert len(accepted) == len(delivered) == len(beats)
     assert [d - a for a, d in zip(accepted, delivered, strict=True)] == [dut.latency] * len(beats)
     assert accepted[0] + gap < accepted[1]
@@ -283,7 +283,8 @@ def test_latency_is_measured_and_throughput_is_one_beat_per_cycle():
 
 def test_pipeline_holds_while_output_is_not_ready():
     dut = Requantizer(lanes=1)
-    elements = [(100 * n - 600, 0, HALF, -3) for n in range(12)]  # -38, -31, ..., 31: distinct
+    # more beats than the pipeline has registers; results -38, -31, ..., 56: distinct
+    elements = [(100 * n - 600, 0, HALF, -3) for n in range(dut.latency + 3)]
     layout = dut.i.payload.shape()
     beats = [layout.const({"acc": [e[0]], "bias": [0], "multiplier": [HALF], "shift": [-3],
                            "last": 0}) for e in elements]

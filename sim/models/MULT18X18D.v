@@ -1,6 +1,7 @@
 // Behavioural model of the ECP5 MULT18X18D, for Verilator: the subset rtl/dsp.py uses
-// (18x18 multiply, signed or unsigned operands, no input or pipeline registers, an optional
-// output register on CLK0 with clock enable CE0 and synchronous reset RST0). Lattice
+// (18x18 multiply, signed or unsigned operands, optional input registers and an optional
+// output register, all on CLK0 with clock enable CE0 and synchronous reset RST0; no pipeline
+// register). Lattice
 // FPGA-TN-02205 (ECP5 sysDSP usage guide) describes the primitive.
 /* verilator lint_off UNUSEDPARAM */
 module MULT18X18D #(
@@ -95,8 +96,20 @@ module MULT18X18D #(
     output P35
 );
 /* verilator lint_on UNUSEDPARAM */
-    wire [17:0] a = {A17, A16, A15, A14, A13, A12, A11, A10, A9, A8, A7, A6, A5, A4, A3, A2, A1, A0};
-    wire [17:0] b = {B17, B16, B15, B14, B13, B12, B11, B10, B9, B8, B7, B6, B5, B4, B3, B2, B1, B0};
+    wire [17:0] a_in = {A17, A16, A15, A14, A13, A12, A11, A10, A9, A8, A7, A6, A5, A4, A3, A2, A1, A0};
+    wire [17:0] b_in = {B17, B16, B15, B14, B13, B12, B11, B10, B9, B8, B7, B6, B5, B4, B3, B2, B1, B0};
+    reg [17:0] a_held;
+    reg [17:0] b_held;
+    always @(posedge CLK0)
+        if (RST0) begin
+            a_held <= 18'd0;
+            b_held <= 18'd0;
+        end else if (CE0) begin
+            a_held <= a_in;
+            b_held <= b_in;
+        end
+    wire [17:0] a = (REG_INPUTA_CLK == "NONE") ? a_in : a_held;
+    wire [17:0] b = (REG_INPUTB_CLK == "NONE") ? b_in : b_held;
     wire signed [18:0] sa = {SIGNEDA & a[17], a};
     wire signed [18:0] sb = {SIGNEDB & b[17], b};
     wire signed [37:0] full = sa * sb;
