@@ -69,7 +69,7 @@ class EngineTiming:
     #: the decode FIFO, the queue's write, the queue's head register)
     dispatch_latency = 4
     #: the compute unit taking an instruction to its first operand beat (source FIFO in and out,
-    #: source register, synchronous scratchpad read, the two registers behind it)
+    #: source register, synchronous scratchpad read, its output register, the register behind)
     compute_issue_latency = 6
     #: a LOAD's last beat returning from memory to its row being in the scratchpad (and its
     #: token pushed): registered, then written
@@ -415,37 +415,33 @@ class Engine(wiring.Component):
         if not os_:
             m.d.comb += [src_b_q.w_data.eq(src_a_q.w_data), src_b_q.w_en.eq(go)]
 
-        a_rd = spad_a.read_port()
-        b_rd = spad_b.read_port()
+        a_rd = spad_a.read_port(output_register=True)
+        b_rd = spad_b.read_port(output_register=True)
 
         def source(name, q, ports, out_ready, count):
             """Stream rows ``base .. base+count-1`` of scratchpads, one instruction after
-            another, through synchronous read ports and two registers behind each, all holding
-            while the consumer waits. Block RAM output is slow on an FPGA (on ECP5 a row
-            leaves 5.8 ns after the clock): the first register has nothing else to drive and
-            sits beside its block RAM, the second carries the row across the chip to the
-            array. ``ports`` pairs each read port with the field giving its first row; returns
-            the second registers."""
+            another, through synchronous read ports with their output registers (the block
+            RAM's own on ECP5: a row leaves a block RAM 5.8 ns after the clock) and a register
+            behind each that carries the row across the chip to the array, all holding while
+            the consumer waits. ``ports`` pairs each read port with the field giving its first
+            row; returns the registers."""
             d = data.View(src_layout, q.r_data)
             active = Signal(name=f"{name}_active")
             index = Signal(16, name=f"{name}_index")
             extent = Signal(16, name=f"{name}_extent")
             read = Signal(name=f"{name}_read")     # the read ports hold a row
             read_last = Signal(name=f"{name}_read_last")
-            near = Signal(name=f"{name}_near")     # the registers beside them hold a row
+            near = Signal(name=f"{name}_near")     # the output registers hold a row
             near_last = Signal(name=f"{name}_near_last")
             valid = Signal(name=f"{name}_valid")   # the registers after those hold a row
             last = Signal(name=f"{name}_last")
-            nears = [Signal.like(port.data, name=f"{name}_near_{first}") for port, first in ports]
             rows = [Signal.like(port.data, name=f"{name}_row_{first}") for port, first in ports]
             advance = ~valid | out_ready
             final = Signal(name=f"{name}_final")   # index + 1 == extent, kept a step ahead
             with m.If(advance):
                 m.d.sync += [read.eq(active), read_last.eq(final), near.eq(read),
                              near_last.eq(read_last), valid.eq(near), last.eq(near_last)]
-                m.d.sync += [held.eq(port.data)
-                             for held, (port, _) in zip(nears, ports, strict=True)]
-                m.d.sync += [row.eq(held) for row, held in zip(rows, nears, strict=True)]
+                m.d.sync += [row.eq(port.data) for row, (port, _) in zip(rows, ports, strict=True)]
                 with m.If(active):
                     m.d.sync += [index.eq(index + 1), final.eq(index + 2 == extent)]
                     with m.If(final):

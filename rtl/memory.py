@@ -9,12 +9,14 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
-from amaranth.hdl import Cat, Const, Elaboratable, Module, Mux, Shape, Signal, Value, unsigned
+from amaranth.hdl import (Cat, ClockSignal, Const, Elaboratable, Instance, Module, Mux, Shape,
+                          Signal, Value, unsigned)
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from .config import EngineConfig, refuse
+from .dsp import uses_ecp5_dsp
 
 __all__ = ["BlockMemory", "SimMemory", "mem_signature", "request_layout", "LFSR_TAPS", "lfsr"]
 
@@ -167,6 +169,16 @@ class BlockMemory(Elaboratable):
     block RAMs read every cycle. (Yosys otherwise keeps the old output in a register and puts
     a multiplexer behind each block RAM to choose it.) So ``data`` changes while ``en`` is low
     if that row is written meanwhile; nothing in the engine writes a row a port is holding.
+
+    ``read_port(output_register=True)`` adds a register after the read, advancing with ``en``
+    like the read itself: ``data`` is the row addressed two enabled cycles earlier. An ECP5
+    block RAM's output leaves 5.8 ns after the clock (speed grade 6), and a fabric register
+    behind it is often placed too far away for the rest of a 10 ns cycle; the DP16KD's own
+    output register (``REGMODE = "OUTREG"``) takes the row inside the block. So on ECP5 (a
+    platform whose ``family`` is ``"ecp5"``) such a port is a DP16KD instance per slice, written
+    through the memory's one write port, with its read clock enable and output register
+    enable driven by ``en`` (``sim/models/DP16KD.v`` is the subset Verilator checks it with);
+    elsewhere it is an ordinary synchronous read and a register.
     """
 
     def __init__(self, *, shape, depth: int, slice_bits: int | None = None):
@@ -177,9 +189,9 @@ class BlockMemory(Elaboratable):
         self._reads: list[SimpleNamespace] = []
         self._writes: list[SimpleNamespace] = []
 
-    def read_port(self) -> SimpleNamespace:
+    def read_port(self, *, output_register: bool = False) -> SimpleNamespace:
         port = SimpleNamespace(addr=Signal(range(self.depth)), en=Signal(init=1),
-                               data=Signal(self.shape))
+                               data=Signal(self.shape), output_register=output_register)
         self._reads.append(port)
         return port
 
@@ -190,22 +202,89 @@ class BlockMemory(Elaboratable):
         return port
 
     def elaborate(self, platform):
+        primitive = [port for port in self._reads
+                     if port.output_register and uses_ecp5_dsp(platform)]
+        if primitive and len(self._writes) != 1:
+            raise refuse(self, f"a block RAM read port with its output register on ECP5 needs "
+                               f"exactly one write port, not {len(self._writes)}")
         m = Module()
+        fabric = [port for port in self._reads if not any(port is p for p in primitive)]
         addresses = []
-        for n, port in enumerate(self._reads):
+        outputs = []   # what each fabric port's slices drive: its data, or a register's input
+        for n, port in enumerate(fabric):
             held = Signal.like(port.addr, name=f"held_addr{n}")
             with m.If(port.en):
                 m.d.sync += held.eq(port.addr)
             addresses.append(Mux(port.en, port.addr, held))
+            if port.output_register:
+                read = Signal.like(port.data, name=f"read{n}")
+                with m.If(port.en):
+                    m.d.sync += port.data.eq(read)
+                outputs.append(Value.cast(read))
+            else:
+                outputs.append(Value.cast(port.data))
         for k, lo in enumerate(range(0, self.width, self.slice_bits)):
             hi = min(lo + self.slice_bits, self.width)
-            m.submodules[f"slice{k}"] = mem = Memory(shape=unsigned(hi - lo), depth=self.depth,
-                                                     init=[])
-            for port, address in zip(self._reads, addresses, strict=True):
-                rd = mem.read_port()
-                m.d.comb += [rd.addr.eq(address), Value.cast(port.data)[lo:hi].eq(rd.data)]
-            for port in self._writes:
-                wr = mem.write_port()
-                m.d.comb += [wr.addr.eq(port.addr), wr.en.eq(port.en),
-                             wr.data.eq(Value.cast(port.data)[lo:hi])]
+            if fabric:
+                m.submodules[f"slice{k}"] = mem = Memory(shape=unsigned(hi - lo),
+                                                         depth=self.depth, init=[])
+                for address, output in zip(addresses, outputs, strict=True):
+                    rd = mem.read_port()
+                    m.d.comb += [rd.addr.eq(address), output[lo:hi].eq(rd.data)]
+                for port in self._writes:
+                    wr = mem.write_port()
+                    m.d.comb += [wr.addr.eq(port.addr), wr.en.eq(port.en),
+                                 wr.data.eq(Value.cast(port.data)[lo:hi])]
+            for n, port in enumerate(primitive):
+                m.submodules[f"slice{k}_bram{n}"] = _dp16kd(
+                    self._writes[0], port, lo, hi, self.slice_bits)
         return m
+
+
+def _dp16kd(write, read, lo: int, hi: int, bits: int) -> Instance:
+    """One ECP5 DP16KD holding bits ``lo .. hi-1`` of a memory: written on port A, read on
+    port B through its output register (both clock enables ``read.en``). In its 36-bit mode
+    the block is pseudo dual port (data on both ports' pins, byte enables on ADA0..3), as
+    Yosys's own mapping (``share/lattice/brams_map_16kd.v``) uses it."""
+    if bits not in (36, 18, 9, 4, 2, 1):
+        raise ValueError(f"a DP16KD slice is 1, 2, 4, 9, 18 or 36 bits wide, not {bits}")
+    shift = {36: 5, 18: 4, 9: 3, 4: 2, 2: 1, 1: 0}[bits]
+    enables = {36: 4, 18: 2}.get(bits, 0)   # byte enables on the low address pins
+    wide = bits == 36
+    data_in = Signal(36)
+    data_out = Signal(36)
+    w_addr = Signal(14)
+    r_addr = Signal(14)
+    w = Value.cast(write.data)[lo:hi]
+    ports = {}
+    # the row address sits above the bits that select within a 36-bit group
+    a_pins = Cat(Const((1 << enables) - 1, enables), w_addr[enables:]) if enables else w_addr
+    for i in range(14):
+        ports[f"i_ADA{i}"] = a_pins[i]
+        ports[f"i_ADB{i}"] = r_addr[i]
+    for i in range(18):
+        ports[f"i_DIA{i}"] = data_in[i]
+        ports[f"i_DIB{i}"] = data_in[18 + i] if wide else Const(0)
+        ports[f"o_DOA{i}"] = data_out[i]
+        ports[f"o_DOB{i}"] = data_out[18 + i]
+    instance = Instance(
+        "DP16KD",
+        p_DATA_WIDTH_A=bits, p_DATA_WIDTH_B=bits,
+        p_REGMODE_A="OUTREG" if wide else "NOREG", p_REGMODE_B="OUTREG",
+        p_RESETMODE="SYNC", p_ASYNC_RESET_RELEASE="SYNC",
+        p_CSDECODE_A="0b000", p_CSDECODE_B="0b000", p_WRITEMODE_A="READBEFOREWRITE",
+        p_WRITEMODE_B="READBEFOREWRITE", p_GSR="AUTO",
+        # (in the 36-bit mode Yosys holds WEA high and writes with CEA: so do both here)
+        i_CLKA=ClockSignal(), i_CEA=write.en, i_WEA=write.en, i_OCEA=read.en, i_RSTA=0,
+        i_CSA0=0, i_CSA1=0, i_CSA2=0,
+        i_CLKB=ClockSignal(), i_CEB=read.en, i_WEB=0, i_OCEB=read.en, i_RSTB=0,
+        i_CSB0=0, i_CSB1=0, i_CSB2=0,
+        **ports)
+    m = Module()
+    m.submodules.bram = instance
+    m.d.comb += [w_addr.eq(write.addr << shift), r_addr.eq(read.addr << shift),
+                 data_in.eq(w)]
+    # 36 bits: {DOB, DOA}; narrower: port B's pins (data sits at the low ones)
+    out = data_out[:hi - lo] if wide else data_out[18:18 + hi - lo]
+    m.d.comb += Value.cast(read.data)[lo:hi].eq(out)
+    return m

@@ -69,7 +69,7 @@ def _source_hash(*extra: str, board: bool = False) -> str:
     fpga = [f for f in sorted((ROOT / "fpga").glob("*.py")) if f.name != "host.py"]
     sources = sorted((ROOT / "rtl").glob("*.py")) + (fpga if board else []) + [
         ROOT / "sim" / "harness.py", ROOT / "sim" / "engine_harness.py", WAIVERS,
-        MODELS / "MULT18X18D.v",
+        MODELS / "MULT18X18D.v", MODELS / "DP16KD.v",
         Path(__file__).resolve()]
     for path in sources:
         h.update(path.name.encode())
@@ -166,7 +166,7 @@ def build(config: EngineConfig, *, depth: int = 2048, waves: bool = False,
             try:
                 runner.build(
                     sources=[VerilatorControlFile(WAIVERS), source]
-                    + ([MODELS / "MULT18X18D.v"] if ecp5_dsp else []),
+                    + ([MODELS / "MULT18X18D.v", MODELS / "DP16KD.v"] if ecp5_dsp else []),
                     hdl_toplevel=TOPLEVEL,
                     build_dir=directory,
                     build_args=["-O3", "--x-assign", "fast", "--x-initial", "fast"],
