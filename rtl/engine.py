@@ -286,7 +286,13 @@ class Engine(wiring.Component):
             "beat": range(self._beats_per_row),
             "row_done": 1, "push": 1,
         })
-        m.submodules.load_tags = tags = SyncFIFO(width=tag_layout.size, depth=latency + 2)
+        m.submodules.load_tags = tags = SyncFIFO(width=tag_layout.size, depth=latency + 3)
+        # Room for a tag, from the FIFO's level a cycle ago (it rises by at most one a cycle):
+        # no compare between the level and the memory arbiter. At most `latency` tags ever
+        # wait (read data returns `latency` cycles after its request and is always taken),
+        # so neither this nor the FIFO's own ready ever holds a request back.
+        tag_room = Signal(init=1)
+        m.d.sync += tag_room.eq(tags.level <= tags.depth - 3)
 
         busy = Signal()
         spad = Signal(Spad)
@@ -319,7 +325,7 @@ class Engine(wiring.Component):
 
         last_row = rows_left == 1
         m.d.comb += [
-            req.valid.eq(busy & tags.w_rdy),
+            req.valid.eq(busy & tag_room),
             req.payload.write.eq(0),
             req.payload.addr.eq(addr),
             req.payload.length.eq(Mux(last_beat, remaining, w)),

@@ -151,17 +151,18 @@ class Requantizer(wiring.Component):
             m0 = reg(p.multiplier[k], s32, f"m0_{k}")
             s0 = reg(p.shift[k], signed(8), f"s0_{k}")
 
-            # 1. bias add; the accumulator is sign-extended, the sum wraps to int32
+            # 1. bias add; the accumulator is sign-extended, the sum wraps to int32; beside it
+            # the shift becomes its two amounts, left = max(shift, 0), right = max(-shift, 0)
+            # (so the next stage holds the 63-bit shifter alone)
             x1 = reg((acc0 + bias0)[:32], s32, f"x1_{k}")
             m1 = reg(m0, s32, f"m1_{k}")
-            s1 = reg(s0, signed(8), f"s1_{k}")
+            left = reg(Mux(s0 > 0, s0, 0)[:5], unsigned(5), f"left1_{k}")
+            r1 = reg(Mux(s0 < 0, -s0, 0)[:5], unsigned(5), f"r1_{k}")
 
-            # 2. left shift by max(shift, 0), then saturate to int32 (two stages: the 63-bit
-            # shift, then the compare); right = max(-shift, 0)
-            left = Mux(s1 > 0, s1, 0)[:5]
+            # 2. left shift, then saturate to int32 (two stages: the shift, then the compare)
             wide = reg(x1 << left, signed(32 + 31), f"x1_shifted_{k}")
             m1b = reg(m1, s32, f"m1b_{k}")
-            r1b = reg(Mux(s1 < 0, -s1, 0)[:5], unsigned(5), f"r1b_{k}")
+            r1b = reg(r1, unsigned(5), f"r1b_{k}")
             x2 = reg(Mux(wide > INT32_MAX, INT32_MAX, Mux(wide < INT32_MIN, INT32_MIN, wide)),
                      s32, f"x2_{k}")
             m2 = reg(m1b, s32, f"m2_{k}")
