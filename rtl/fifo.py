@@ -78,17 +78,25 @@ class HeadRegisterFIFO(_FIFO):
         rd = storage.read_port(domain="comb")
         produce, consume = Signal(range(n)), Signal(range(n))
         stored = Signal(range(n + 1))
+        # stored == n and stored != 0, kept in registers beside the count: a writer's
+        # decision and the storage's write enable start from a register, not a compare
+        full = Signal()
+        some = Signal()
         head_valid = Signal()
         refill = ~head_valid | self.r_en
         write = self.w_en & self.w_rdy
-        take = refill & (stored != 0)
-        m.d.comb += [self.w_rdy.eq(stored != n), self.r_rdy.eq(head_valid),
+        take = refill & some
+        m.d.comb += [self.w_rdy.eq(~full), self.r_rdy.eq(head_valid),
                      self.level.eq(stored + head_valid),
                      wr.addr.eq(produce), wr.data.eq(self.w_data), wr.en.eq(write),
                      rd.addr.eq(consume)]
         _advance(m, produce, n, write)
         _advance(m, consume, n, take)
         m.d.sync += stored.eq(stored + write - take)
+        with m.If(write & ~take):
+            m.d.sync += [full.eq(stored == n - 1), some.eq(1)]
+        with m.Elif(take & ~write):
+            m.d.sync += [full.eq(0), some.eq(stored != 1)]
         with m.If(refill):
-            m.d.sync += [self.r_data.eq(rd.data), head_valid.eq(stored != 0)]
+            m.d.sync += [self.r_data.eq(rd.data), head_valid.eq(some)]
         return m
