@@ -72,8 +72,8 @@ class EngineTiming:
     #: source register, synchronous scratchpad read, its output register, the register behind)
     compute_issue_latency = 6
     #: a LOAD's last beat returning from memory to its row being in the scratchpad (and its
-    #: token pushed): registered, then written
-    load_write_latency = 2
+    #: token pushed): registered with its tag, assembled into the row's register, then written
+    load_write_latency = 3
     #: the store unit taking an instruction to its first accumulator read (FSM transition)
     store_setup = 1
     #: an accumulator row read for a store to its arrival at the beat splitter, besides the
@@ -345,22 +345,29 @@ class Engine(wiring.Component):
                 m.d.sync += [remaining.eq(remaining - w), last_beat.eq(remaining <= 2 * w),
                              beat.eq(beat + 1), addr.eq(addr + w)]
 
-        # Returning beats, in order: assemble rows and write them into their scratchpad.
+        # Returning beats, in order: registered with their tag as they arrive (the tag comes
+        # out of LUT RAM, and what it selects spreads over the whole row), then assembled into
+        # rows and written into their scratchpad.
         rdata = self.mem.rdata
-        tag = data.View(tag_layout, tags.r_data)
         m.d.comb += [tags.r_en.eq(rdata.valid), rdata.ready.eq(1)]
+        beat_valid = Signal()
+        beat_data = Signal(8 * w)
+        tag_bits = Signal(tag_layout.size)   # (a view: a one-beat row's `beat` has no bits)
+        tag = data.View(tag_layout, tag_bits)
+        m.d.sync += [beat_valid.eq(rdata.valid), beat_data.eq(rdata.payload),
+                     tag_bits.eq(tags.r_data)]
         words = self._beats_per_row
         row_buf = Signal(8 * w * words)
         assembled = Signal(8 * w * words)
         for b in range(words):
             part = slice(8 * w * b, 8 * w * (b + 1))
             with m.If(tag.beat == b):
-                m.d.comb += assembled[part].eq(rdata.payload.as_value())
+                m.d.comb += assembled[part].eq(beat_data)
             if b < words - 1:
                 with m.Elif(tag.beat > b):
                     m.d.comb += assembled[part].eq(row_buf[part])
             # (parts after this beat stay zero: a row starts clean)
-        with m.If(rdata.valid):
+        with m.If(beat_valid):
             m.d.sync += row_buf.eq(assembled)
         # A finished row is registered, then written (the scratchpads' block RAMs lie spread
         # over the chip), and its token follows the write.
@@ -368,16 +375,16 @@ class Engine(wiring.Component):
         w_data = Signal.like(assembled)
         w_push = Signal()
         writing = []
-        m.d.sync += [w_row.eq(tag.row), w_data.eq(assembled), w_push.eq(rdata.valid & tag.push)]
+        m.d.sync += [w_row.eq(tag.row), w_data.eq(assembled), w_push.eq(beat_valid & tag.push)]
         for spad_enum, memory in ((Spad.A, spad_a), (Spad.B, spad_b), (Spad.Q, spad_q)):
             port = memory.write_port()
             en = Signal(name=f"write_{spad_enum.name.lower()}")
-            m.d.sync += en.eq(rdata.valid & tag.row_done & (tag.spad == spad_enum))
+            m.d.sync += en.eq(beat_valid & tag.row_done & (tag.spad == spad_enum))
             m.d.comb += [port.addr.eq(w_row), port.data.eq(w_data), port.en.eq(en)]
             writing.append(en)
         m.d.comb += inc["l2c"].eq(w_push)
 
-        idle = ~busy & (tags.level == 0) & ~Cat(*writing, w_push).any()
+        idle = ~busy & (tags.level == 0) & ~Cat(beat_valid, *writing, w_push).any()
         return req, idle
 
     # ------------------------------------------------------------------------------------------
