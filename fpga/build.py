@@ -280,16 +280,16 @@ def build(board: Board, config: EngineConfig, *, synth_only: bool = False,
     return report
 
 
-#: Yosys options. ``-no-rw-check``: a block RAM cannot give the value an address held before
-#: the other port writes it in the same cycle, so by default Yosys adds a bypass register and
-#: a multiplexer behind every synchronous read port, logic right at the slow block RAM output.
-#: Nothing in the board top reads an address in the cycle it is written (the accumulator's
-#: writeback forwards that row instead), so such a read may return anything.
 #: nextpnr's analytic placer weighs timing more (defaults: criticality exponent 2, weight 10):
 #: on ECP5-85F one netlist of the edge 8x8 placed and routed at 100 MHz reached 96.1 MHz with
 #: these against 91.9 MHz with the defaults, the registers after block RAMs now beside them
 ECP5_PLACER_OPTS = "--placer-heap-critexp 4 --placer-heap-timingweight 25"
 
+#: Yosys options. ``-no-rw-check``: a block RAM cannot give the value an address held before
+#: the other port writes it in the same cycle, so by default Yosys adds a bypass register and
+#: a multiplexer behind every synchronous read port, logic right at the slow block RAM output.
+#: Nothing in the board top reads an address in the cycle it is written (the accumulator's
+#: writeback forwards that row instead), so such a read may return anything.
 _SYNTH_OPTS = "-no-rw-check"
 #: Yosys commands before synthesis: Yosys leaves a state machine whose register has an
 #: initial value binary-encoded; the board top's state machines all live in domains with a

@@ -292,7 +292,7 @@ class Engine(wiring.Component):
         # wait (read data returns `latency` cycles after its request and is always taken),
         # so neither this nor the FIFO's own ready ever holds a request back.
         tag_room = Signal(init=1)
-        m.d.sync += tag_room.eq(tags.level <= tags.depth - 3)
+        m.d.sync += tag_room.eq(tags.level <= latency)
 
         busy = Signal()
         spad = Signal(Spad)

@@ -9,8 +9,19 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
-from amaranth.hdl import (Cat, ClockSignal, Const, Elaboratable, Instance, Module, Mux, Shape,
-                          Signal, Value, unsigned)
+from amaranth.hdl import (
+    Cat,
+    ClockSignal,
+    Const,
+    Elaboratable,
+    Instance,
+    Module,
+    Mux,
+    Shape,
+    Signal,
+    Value,
+    unsigned,
+)
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -202,13 +213,13 @@ class BlockMemory(Elaboratable):
         return port
 
     def elaborate(self, platform):
-        primitive = [port for port in self._reads
-                     if port.output_register and uses_ecp5_dsp(platform)]
+        ecp5 = uses_ecp5_dsp(platform)
+        primitive = [port for port in self._reads if port.output_register and ecp5]
+        fabric = [port for port in self._reads if not (port.output_register and ecp5)]
         if primitive and len(self._writes) != 1:
             raise refuse(self, f"a block RAM read port with its output register on ECP5 needs "
                                f"exactly one write port, not {len(self._writes)}")
         m = Module()
-        fabric = [port for port in self._reads if not any(port is p for p in primitive)]
         addresses = []
         outputs = []   # what each fabric port's slices drive: its data, or a register's input
         for n, port in enumerate(fabric):
@@ -241,7 +252,7 @@ class BlockMemory(Elaboratable):
         return m
 
 
-def _dp16kd(write, read, lo: int, hi: int, bits: int) -> Instance:
+def _dp16kd(write, read, lo: int, hi: int, bits: int) -> Module:
     """One ECP5 DP16KD holding bits ``lo .. hi-1`` of a memory: written on port A, read on
     port B through its output register (both clock enables ``read.en``). In its 36-bit mode
     the block is pseudo dual port (data on both ports' pins, byte enables on ADA0..3), as

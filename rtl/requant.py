@@ -78,8 +78,7 @@ class Requantizer(wiring.Component):
 
     #: the pipeline's stages, in order; each ends in a register
     STAGES = ("input", "bias", "left_shift", "saturate", "operands", "partial_products",
-              "middle_sum",
-              "product", "high_half", "divide", "round", "zero_point", "output")
+              "middle_sum", "product", "high_half", "divide", "round", "zero_point", "output")
 
     def __init__(self, *, lanes: int, acc_bits: int = 32, out_bits: int = 8):
         if isinstance(lanes, bool) or not isinstance(lanes, int) or lanes < 1:
@@ -175,11 +174,10 @@ class Requantizer(wiring.Component):
             # concatenation: ll < 2**32), then the total
             xh, xl = x2[16:].as_signed(), x2[:16].as_unsigned()
             mh, ml = m2[16:].as_signed(), m2[:16].as_unsigned()
-            products = {}
-            for label, a, b in (("hh", xh, mh), ("hl", xh, ml), ("lh", xl, mh), ("ll", xl, ml)):
-                products[label] = registered_product(core, a, b, platform=platform, ce=en,
-                                                     input_registers=True, name=f"{label}3_{k}")
-            hh, hl, lh, ll = (products[label] for label in ("hh", "hl", "lh", "ll"))
+            hh, hl, lh, ll = (
+                registered_product(core, a, b, platform=platform, ce=en, input_registers=True,
+                                   name=f"{label}3_{k}")
+                for label, a, b in (("hh", xh, mh), ("hl", xh, ml), ("lh", xl, mh), ("ll", xl, ml)))
             r2b = reg(r2, unsigned(5), f"r2b_{k}")
             r3a = reg(r2b, unsigned(5), f"r3a_{k}")
             middle = reg(hl + lh, signed(34), f"middle3_{k}")
