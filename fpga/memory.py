@@ -9,13 +9,12 @@ one read and one write port at the same address, which block RAM has.
 
 from __future__ import annotations
 
-from amaranth.hdl import Cat, Const, Module, Mux, Signal, Value
-from amaranth.lib import data, wiring
-from amaranth.lib.memory import Memory
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, Value, unsigned
+from amaranth.lib import wiring
 from amaranth.lib.wiring import In
 
 from rtl.config import EngineConfig, refuse
-from rtl.memory import mem_signature
+from rtl.memory import BlockMemory, mem_signature
 
 __all__ = ["BramMemory"]
 
@@ -50,20 +49,21 @@ class BramMemory(wiring.Component):
         m = Module()
         w = self.config.mem_bytes_per_cycle
         half = self.words // 2
-        banks = []
-        for b in range(2):
-            mem = Memory(shape=data.ArrayLayout(8, w), depth=half, init=[])
-            m.submodules[f"bank{b}"] = mem
-            banks.append((mem.read_port(), mem.write_port(granularity=1)))
         m.d.comb += self.port.req.ready.eq(1)
 
         # The latency beyond the block RAM's own register buys pipeline registers, most useful
-        # first: the two words as they leave the banks (block RAM output is slow on ECP5:
-        # nothing may stand between it and a register), the decoded request (bank addresses,
-        # write bytes and enables), the beat read, the request as it arrives. Reads and writes
-        # take the same registers, so their order holds.
+        # first: the two words as they leave the banks, in the block RAMs' own output registers
+        # (an ECP5 block RAM's output is slow: even a fabric register right behind it is often
+        # placed too far away; see BlockMemory), the decoded request (bank addresses, write
+        # bytes and enables), the beat read, the request as it arrives. Reads and writes take
+        # the same registers, so their order holds.
         spare = self.latency - 1
         words_reg = spare >= 1
+        banks = []
+        for b in range(2):
+            mem = BlockMemory(shape=unsigned(8 * w), depth=half, granularity=8)
+            m.submodules[f"bank{b}"] = mem
+            banks.append((mem.read_port(output_register=words_reg), mem.write_port()))
         decoded_reg = spare >= 2
         beat_reg = spare >= 3
         request_reg = spare >= 4
@@ -109,15 +109,14 @@ class BramMemory(wiring.Component):
                 (reading, "dec_read"), (offset, "dec_offset"), (keep, "dec_keep"),
                 (odd, "dec_odd")))
         for (rd, wr), (addr, wdata, wen) in zip(banks, decoded, strict=True):
-            m.d.comb += [rd.addr.eq(addr), rd.en.eq(1), wr.addr.eq(addr), wr.data.eq(wdata),
-                         wr.en.eq(wen)]
+            m.d.comb += [rd.addr.eq(addr), wr.addr.eq(addr), wr.data.eq(wdata), wr.en.eq(wen)]
 
-        # -- reads: the banks answer next cycle; shift the two words so byte `offset` is first
+        # -- reads: the banks answer next cycle (a cycle later through their output registers);
+        # shift the two words so byte `offset` is first
         r_valid, r_offset, r_keep, r_odd = (_register(m, v, n) for v, n in (
             (reading, "r_valid"), (offset, "r_offset"), (keep, "r_keep"), (odd, "r_odd")))
         out = Cat(*(rd.data for rd, _ in banks))
         if words_reg:
-            out = _register(m, out, "words")
             r_valid, r_offset, r_keep, r_odd = (_register(m, v, n) for v, n in (
                 (r_valid, "w_valid"), (r_offset, "w_offset"), (r_keep, "w_keep"),
                 (r_odd, "w_odd")))

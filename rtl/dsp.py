@@ -22,12 +22,14 @@ from __future__ import annotations
 
 from amaranth.hdl import ClockSignal, Const, Instance, ResetSignal, Signal, Value, signed
 
-__all__ = ["registered_product", "uses_ecp5_dsp"]
+__all__ = ["registered_product", "targets_ecp5"]
 
 DSP_BITS = 18
 
 
-def uses_ecp5_dsp(platform) -> bool:
+def targets_ecp5(platform) -> bool:
+    """Whether ``platform`` is an ECP5 FPGA (its ``family``): there the multipliers are
+    MULT18X18D and the registered block RAM reads DP16KD instances (``rtl/memory.py``)."""
     return getattr(platform, "family", None) == "ecp5"
 
 
@@ -42,7 +44,7 @@ def registered_product(m, a: Value, b: Value, *, platform, ce=1, name: str = "pr
     shape = (a * b).shape()
     width = shape.width
     prod = Signal(shape, name=name)
-    if not uses_ecp5_dsp(platform):
+    if not targets_ecp5(platform):
         if input_registers:
             a_reg = Signal(a.shape(), name=f"{name}_a_reg")
             b_reg = Signal(b.shape(), name=f"{name}_b_reg")

@@ -7,6 +7,7 @@ FPGA block RAM or a real memory controller can sit behind it.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from types import SimpleNamespace
 
 from amaranth.hdl import (
@@ -27,7 +28,7 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from .config import EngineConfig, refuse
-from .dsp import uses_ecp5_dsp
+from .dsp import targets_ecp5
 
 __all__ = ["BlockMemory", "SimMemory", "mem_signature", "request_layout", "LFSR_TAPS", "lfsr"]
 
@@ -171,10 +172,16 @@ class BlockMemory(Elaboratable):
     it. Cut into slices of :func:`block_slice_bits` columns, each slice fits one block RAM in its
     deepest mode that holds ``depth`` rows: no multiplexer, about as many block RAMs.
 
-    The ports are those of :class:`amaranth.lib.memory.Memory` without transparency or write
-    granularity: ``read_port()`` gives ``addr``, ``en`` (high unless driven) and ``data``
-    (read synchronously, the old row when written in the same cycle); ``write_port()`` gives
-    ``addr``, ``data`` and ``en``.
+    The ports are those of :class:`amaranth.lib.memory.Memory` without transparency:
+    ``read_port()`` gives ``addr``, ``en`` (high unless driven) and ``data`` (read
+    synchronously, the old row when written in the same cycle); ``write_port()`` gives
+    ``addr``, ``data`` and ``en``, one enable per ``granularity`` columns if that is given
+    (as ``Memory.write_port(granularity=...)``), else one.
+
+    With a ``granularity`` of at most 9 columns, a slice in a 9-, 18- or 36-bit mode holds one
+    granule per 9-bit lane of the block RAM (a byte per lane for bytes: 8, 16 or 32 columns),
+    so each granule has the lane's own byte enable; a slice in a 1-, 2- or 4-bit mode lies
+    inside one granule and is written with that granule's enable.
 
     A read port's ``data`` holds while ``en`` is low by reading the last address again: the
     block RAMs read every cycle. (Yosys otherwise keeps the old output in a register and puts
@@ -192,11 +199,14 @@ class BlockMemory(Elaboratable):
     elsewhere it is an ordinary synchronous read and a register.
     """
 
-    def __init__(self, *, shape, depth: int, slice_bits: int | None = None):
+    def __init__(self, *, shape, depth: int, slice_bits: int | None = None,
+                 granularity: int | None = None):
         self.shape = shape
         self.depth = depth
         self.width = Shape.cast(shape).width
         self.slice_bits = slice_bits or block_slice_bits(depth)
+        self.granularity = granularity
+        self.slices = _slices(self.width, self.slice_bits, granularity)
         self._reads: list[SimpleNamespace] = []
         self._writes: list[SimpleNamespace] = []
 
@@ -207,13 +217,14 @@ class BlockMemory(Elaboratable):
         return port
 
     def write_port(self) -> SimpleNamespace:
-        port = SimpleNamespace(addr=Signal(range(self.depth)), en=Signal(),
+        enables = self.width // self.granularity if self.granularity else 1
+        port = SimpleNamespace(addr=Signal(range(self.depth)), en=Signal(enables),
                                data=Signal(self.shape))
         self._writes.append(port)
         return port
 
     def elaborate(self, platform):
-        ecp5 = uses_ecp5_dsp(platform)
+        ecp5 = targets_ecp5(platform)
         primitive = [port for port in self._reads if port.output_register and ecp5]
         fabric = [port for port in self._reads if not (port.output_register and ecp5)]
         if primitive and len(self._writes) != 1:
@@ -234,8 +245,8 @@ class BlockMemory(Elaboratable):
                 outputs.append(Value.cast(read))
             else:
                 outputs.append(Value.cast(port.data))
-        for k, lo in enumerate(range(0, self.width, self.slice_bits)):
-            hi = min(lo + self.slice_bits, self.width)
+        for k, piece in enumerate(self.slices):
+            lo, hi = piece.lo, piece.hi
             if fabric:
                 m.submodules[f"slice{k}"] = mem = Memory(shape=unsigned(hi - lo),
                                                          depth=self.depth, init=[])
@@ -243,33 +254,78 @@ class BlockMemory(Elaboratable):
                     rd = mem.read_port()
                     m.d.comb += [rd.addr.eq(address), output[lo:hi].eq(rd.data)]
                 for port in self._writes:
-                    wr = mem.write_port()
-                    m.d.comb += [wr.addr.eq(port.addr), wr.en.eq(port.en),
+                    lanes = len(piece.enables)
+                    wr = mem.write_port(granularity=(hi - lo) // lanes if lanes > 1 else None)
+                    m.d.comb += [wr.addr.eq(port.addr),
+                                 wr.en.eq(Cat(*(port.en[e] for e in piece.enables))),
                                  wr.data.eq(Value.cast(port.data)[lo:hi])]
             for n, port in enumerate(primitive):
-                m.submodules[f"slice{k}_bram{n}"] = _dp16kd(
-                    self._writes[0], port, lo, hi, self.slice_bits)
+                m.submodules[f"slice{k}_bram{n}"] = _dp16kd(self._writes[0], port, piece,
+                                                            self.slice_bits)
         return m
 
 
-def _dp16kd(write, read, lo: int, hi: int, bits: int) -> Module:
-    """One ECP5 DP16KD holding bits ``lo .. hi-1`` of a memory: written on port A, read on
-    port B through its output register (both clock enables ``read.en``). In its 36-bit mode
-    the block is pseudo dual port (data on both ports' pins, byte enables on ADA0..3), as
-    Yosys's own mapping (``share/lattice/brams_map_16kd.v``) uses it."""
+@dataclass(frozen=True)
+class _Slice:
+    """Columns ``lo .. hi-1`` of a :class:`BlockMemory` in one block RAM: column ``lo + i``
+    on the block's data pin ``pins[i]``, written with the port's enables ``enables`` (one per
+    9-bit lane of the block, or one for the whole slice)."""
+
+    lo: int
+    hi: int
+    pins: tuple[int, ...]
+    enables: tuple[int, ...]
+
+
+def _slices(width: int, bits: int, granularity: int | None) -> list[_Slice]:
+    """Cut ``width`` columns into slices of a ``bits``-wide block RAM mode (see BlockMemory)."""
+    if granularity is None:
+        return [_Slice(lo, min(lo + bits, width), tuple(range(min(bits, width - lo))), (0,))
+                for lo in range(0, width, bits)]
+    g = granularity
+    if g < 1 or width % g:
+        raise ValueError(f"write granularity must divide the row width {width}, not {g}")
+    if bits >= 9 and g <= 9:
+        # one granule per 9-bit lane, each lane with its own byte enable
+        per = bits // 9 * g
+        return [_Slice(lo, min(lo + per, width),
+                       tuple(i // g * 9 + i % g for i in range(min(per, width - lo))),
+                       tuple(range(lo // g, min(lo + per, width) // g)))
+                for lo in range(0, width, per)]
+    if bits < 9 and g % bits == 0:
+        # the slice lies inside one granule
+        return [_Slice(lo, lo + bits, tuple(range(bits)), (lo // g,))
+                for lo in range(0, width, bits)]
+    raise ValueError(f"a block memory with a write granularity of {g} columns cannot be cut "
+                     f"into {bits}-bit block RAM slices")
+
+
+def _dp16kd(write, read, piece: _Slice, bits: int) -> Module:
+    """One ECP5 DP16KD holding the columns of ``piece``: written on port A, read on port B
+    through its output register (both clock enables ``read.en``). In its 36-bit mode the block
+    is pseudo dual port (data on both ports' pins, byte enables on ADA0..3), as Yosys's own
+    mapping (``share/lattice/brams_map_16kd.v``) uses it; in the 18-bit mode the byte enables
+    are ADA0..1. Each byte enable writes one 9-bit lane."""
     if bits not in (36, 18, 9, 4, 2, 1):
         raise ValueError(f"a DP16KD slice is 1, 2, 4, 9, 18 or 36 bits wide, not {bits}")
     shift = {36: 5, 18: 4, 9: 3, 4: 2, 2: 1, 1: 0}[bits]
-    enables = {36: 4, 18: 2}.get(bits, 0)   # byte enables on the low address pins
+    lanes = {36: 4, 18: 2}.get(bits, 0)   # byte enables on the low address pins
     wide = bits == 36
     data_in = Signal(36)
     data_out = Signal(36)
     w_addr = Signal(14)
     r_addr = Signal(14)
-    w = Value.cast(write.data)[lo:hi]
+    we = Signal()
     ports = {}
-    # the row address sits above the bits that select within a 36-bit group
-    a_pins = Cat(Const((1 << enables) - 1, enables), w_addr[enables:]) if enables else w_addr
+    if lanes and len(piece.enables) > 1:
+        enables = Cat(*(write.en[e] for e in piece.enables)).as_unsigned()
+        byte_enables = enables if len(enables) == lanes else Cat(enables,
+                                                                 Const(0, lanes - len(enables)))
+    else:
+        enables = write.en[piece.enables[0]]
+        byte_enables = Const((1 << lanes) - 1, lanes) if lanes else None
+    # the row address sits above the byte enables (the bits that select within 36 bits)
+    a_pins = Cat(byte_enables, w_addr[lanes:]) if lanes else w_addr
     for i in range(14):
         ports[f"i_ADA{i}"] = a_pins[i]
         ports[f"i_ADB{i}"] = r_addr[i]
@@ -286,16 +342,18 @@ def _dp16kd(write, read, lo: int, hi: int, bits: int) -> Module:
         p_CSDECODE_A="0b000", p_CSDECODE_B="0b000", p_WRITEMODE_A="READBEFOREWRITE",
         p_WRITEMODE_B="READBEFOREWRITE", p_GSR="AUTO",
         # (in the 36-bit mode Yosys holds WEA high and writes with CEA: so do both here)
-        i_CLKA=ClockSignal(), i_CEA=write.en, i_WEA=write.en, i_OCEA=read.en, i_RSTA=0,
+        i_CLKA=ClockSignal(), i_CEA=we, i_WEA=we, i_OCEA=read.en, i_RSTA=0,
         i_CSA0=0, i_CSA1=0, i_CSA2=0,
         i_CLKB=ClockSignal(), i_CEB=read.en, i_WEB=0, i_OCEB=read.en, i_RSTB=0,
         i_CSB0=0, i_CSB1=0, i_CSB2=0,
         **ports)
     m = Module()
     m.submodules.bram = instance
+    column = Value.cast(write.data)
     m.d.comb += [w_addr.eq(write.addr << shift), r_addr.eq(read.addr << shift),
-                 data_in.eq(w)]
+                 we.eq(enables.any()),
+                 Cat(*(data_in[p] for p in piece.pins)).eq(column[piece.lo:piece.hi])]
     # 36 bits: {DOB, DOA}; narrower: port B's pins (data sits at the low ones)
-    out = data_out[:hi - lo] if wide else data_out[18:18 + hi - lo]
-    m.d.comb += Value.cast(read.data)[lo:hi].eq(out)
+    out = data_out if wide else data_out[18:]
+    m.d.comb += Value.cast(read.data)[piece.lo:piece.hi].eq(Cat(*(out[p] for p in piece.pins)))
     return m

@@ -11,7 +11,7 @@ from amaranth.sim import Simulator
 
 from fpga.memory import BramMemory
 from rtl.config import ConfigError, EngineConfig
-from rtl.memory import BlockMemory, SimMemory
+from rtl.memory import BlockMemory, SimMemory, _slices, block_slice_bits
 
 
 @pytest.mark.parametrize("memory", ["sim", "bram"])
@@ -148,3 +148,29 @@ def test_block_memory_output_register_is_the_ecp5_block_ram_own():
     with pytest.raises(ConfigError, match="exactly one write port, not 2"):
         verilog.convert(two, platform=SimpleNamespace(family="ecp5"),
                         ports=[ports[0].data, ports[1].en, ports[2].en])
+
+
+def test_block_memory_byte_enables_take_a_lane_each():
+    """With a write granularity, a 9/18/36-bit slice holds one granule per 9-bit lane (so 8, 16,
+    32 columns of bytes) and a 1/2/4-bit slice lies inside one granule; other cuts are refused."""
+    for depth, per_slice in ((512, 32), (1024, 16), (2048, 8), (4096, 4), (16384, 1)):
+        slices = _slices(64, block_slice_bits(depth), 8)
+        assert [s.hi - s.lo for s in slices] == [per_slice] * (64 // per_slice)
+        for s in slices:
+            assert s.enables == tuple(range(s.lo // 8, (s.hi - 1) // 8 + 1))
+    assert _slices(64, 36, 8)[0].pins == \
+        tuple(range(8)) + tuple(range(9, 17)) + tuple(range(18, 26)) + tuple(range(27, 35))
+    assert [s.pins for s in _slices(40, 36, None)] == [tuple(range(36)), (0, 1, 2, 3)]
+    with pytest.raises(ValueError, match="cannot be cut into 4-bit"):
+        _slices(60, 4, 6)
+    with pytest.raises(ValueError, match="must divide the row width 64"):
+        _slices(64, 36, 12)
+
+
+@pytest.mark.parametrize("latency, outreg", [(1, 0), (2, 1), (16, 1)])
+def test_board_memory_reads_through_the_block_ram_output_register_on_ecp5(latency, outreg):
+    """With a cycle of latency to spare, the board memory's banks are read through the DP16KDs'
+    own output registers (4096 rows of 8 bytes: 16 slices of 4 bits per bank)."""
+    cfg = EngineConfig(rows=2, cols=2, mem_bytes_per_cycle=8, mem_latency=latency)
+    text = verilog.convert(BramMemory(cfg, words=8192), platform=SimpleNamespace(family="ecp5"))
+    assert text.count('.REGMODE_B("OUTREG")') == 32 * outreg

@@ -1,8 +1,9 @@
 // Behavioural model of the ECP5 DP16KD, for Verilator: the subset rtl/memory.py uses. Port A
 // writes and port B reads, both DATA_WIDTH wide (1, 2, 4, 9, 18, or 36 as the pseudo dual
 // port: data on both ports' pins, {B, A}); the row address sits at ADx[13:k] (k = 5, 4, 3, 2,
-// 1, 0 for those widths) with byte enables below it (all set by rtl/memory.py, not modelled).
-// A write happens on CLKA when CEA and WEA; a read on CLKB when CEB latches the row, and with
+// 1, 0 for those widths) with byte enables below it in the 18- and 36-bit modes (ADA0..1 and
+// ADA0..3, one per 9-bit lane of the data, low lane first). A write happens on CLKA when CEA
+// and WEA, to the lanes whose byte enables are set; a read on CLKB when CEB latches the row, and with
 // REGMODE_B = "OUTREG" a register enabled by OCEB follows it. No resets, no chip selects, no
 // collision behaviour (the engine never reads a row in the cycle it is written). Lattice
 // FPGA-TN-02204 (ECP5 memory usage guide) describes the primitive.
@@ -47,8 +48,12 @@ module DP16KD #(
     reg [W-1:0] rows [0:(1 << (14 - K)) - 1];
     reg [W-1:0] latched = 0;
     reg [W-1:0] held = 0;
+    wire [3:0] be = (W >= 18) ? ada[3:0] : 4'hF;   // 18 bits: ADA2..3 are address bits, unused
+    integer j;
     always @(posedge CLKA)
-        if (CEA && WEA) rows[ada[13:K]] <= di[W-1:0];
+        if (CEA && WEA)
+            for (j = 0; j < W; j = j + 1)
+                if (be[j / 9]) rows[ada[13:K]][j] <= di[j];
     always @(posedge CLKB) begin
         if (CEB) latched <= rows[adb[13:K]];
         if (OCEB) held <= latched;
