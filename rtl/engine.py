@@ -172,15 +172,19 @@ class Engine(wiring.Component):
         d_in = data.View(decoded, dq.w_data)
         m.d.comb += [d_in.insn.eq(p_insn.as_value()), d_in.code.eq(code),
                      d_in.illegal.eq(code != ErrorCode.NONE),
-                     d_in.to.eq(Cat(is_load, is_compute, ~is_load & ~is_compute)),
+                     # no unit for an illegal instruction, so a queue's write enable is four
+                     # inputs from registers (head valid, error, its unit's bit, its full flag)
+                     d_in.to.eq(Mux(code != ErrorCode.NONE, 0,
+                                    Cat(is_load, is_compute, ~is_load & ~is_compute))),
                      dq.w_en.eq(p_valid)]
         d = data.View(decoded, dq.r_data)
         d_illegal = d.illegal
-        space = (Cat(*(q.w_rdy for q in queues.values())) & d.to).any()
-        dispatch = dq.r_rdy & ~self.error & (d_illegal | space)
+        ready = dq.r_rdy & ~self.error
+        takes = [ready & d.to[i] & q.w_rdy for i, q in enumerate(queues.values())]
+        dispatch = ready & d_illegal | Cat(*takes).any()
         m.d.comb += dq.r_en.eq(dispatch)
-        for i, q in enumerate(queues.values()):
-            m.d.comb += [q.w_data.eq(d.insn), q.w_en.eq(dispatch & ~d_illegal & d.to[i])]
+        for take, q in zip(takes, queues.values(), strict=True):
+            m.d.comb += [q.w_data.eq(d.insn), q.w_en.eq(take)]
         with m.If(dispatch & d_illegal):
             m.d.sync += [self.error.eq(1), self.error_code.eq(d.code)]
         with m.If(dispatch):
