@@ -27,7 +27,7 @@ from rtl.config import EngineConfig
 
 from .boards import Board, BoardError
 
-__all__ = ["BuildReport", "build", "check_fit", "tool_env"]
+__all__ = ["BuildReport", "build", "build_directory", "check_fit", "tool_env"]
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -212,6 +212,18 @@ def make_top(board: Board, config: EngineConfig, *, baud: int = DEFAULT_BAUD,
     return top
 
 
+def build_directory(board: Board, config: EngineConfig, *, mem_kib: int | None = None,
+                    seed: int | None = None) -> Path:
+    """Where a build goes: ``build/fpga/<board>-<config hash>``, and a chosen memory size or
+    placement seed after it (a different build, which must not overwrite the default one)."""
+    name = f"{board.name}-{config.key}"
+    if mem_kib is not None:
+        name += f"-mem{mem_kib}k"
+    if seed is not None:
+        name += f"-seed{seed}"
+    return ROOT / "build" / "fpga" / name
+
+
 def build(board: Board, config: EngineConfig, *, synth_only: bool = False,
           out: Path | None = None, baud: int = DEFAULT_BAUD,
           mem_kib: int | None = None, seed: int | None = None) -> BuildReport:
@@ -220,7 +232,7 @@ def build(board: Board, config: EngineConfig, *, synth_only: bool = False,
     if seed is not None and not (isinstance(seed, int) and 0 <= seed < 1 << 31):
         raise BoardError(f"--seed must be an integer from 0 to 2**31-1, not {seed!r}")
     top = make_top(board, config, baud=baud, mem_kib=mem_kib)
-    directory = out or ROOT / "build" / "fpga" / f"{board.name}-{config.key}"
+    directory = out or build_directory(board, config, mem_kib=mem_kib, seed=seed)
     directory.mkdir(parents=True, exist_ok=True)
     platform = board.make_platform()
     if top.pll is None:

@@ -10,6 +10,7 @@ from fpga.build import (
     _pnr_report,
     _synth_stats,
     build,
+    build_directory,
     check_fit,
     dsp_multipliers,
     make_top,
@@ -138,3 +139,12 @@ def test_a_bad_placement_seed_is_refused_before_anything_runs(tmp_path):
     with pytest.raises(BoardError, match="--seed must be an integer"):
         build(board("ulx3s-85f"), preset("tiny"), out=tmp_path, seed=-1)
     assert not any(tmp_path.iterdir())
+
+
+def test_builds_with_a_chosen_memory_or_seed_get_their_own_directory():
+    b, cfg = board("ulx3s-85f"), preset("edge")
+    default = build_directory(b, cfg)
+    assert default.name == f"ulx3s-85f-{cfg.key}"
+    assert build_directory(b, cfg, mem_kib=4).name == f"ulx3s-85f-{cfg.key}-mem4k"
+    assert build_directory(b, cfg, seed=3).name == f"ulx3s-85f-{cfg.key}-seed3"
+    assert build_directory(b, cfg, mem_kib=8, seed=0).name == f"ulx3s-85f-{cfg.key}-mem8k-seed0"
