@@ -15,6 +15,7 @@ from amaranth.hdl import Module, unsigned
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.sim import Simulator
+from block_memory_model import registered_reads
 
 from rtl.memory import BlockMemory
 from sim.build import MODELS, WAIVERS, to_verilog, tool_env, verilator_bin
@@ -71,23 +72,7 @@ def stimulus(seed: int) -> list[tuple[int, int, int, int, int]]:
 
 
 def expected(steps, depth: int, granular: bool) -> list[int]:
-    """What ``data`` shows after each cycle's clock edge: the row read two enabled cycles
-    earlier, with the writes before its read in it (bytes where granular, the row where not)."""
-    rows = [0] * depth
-    held = latched = data = 0
-    out = []
-    for addr, en, w_addr, w_en, w_data in steps:
-        addr, w_addr = addr % depth, w_addr % depth
-        read = rows[addr if en else held]
-        if en:
-            held = addr
-            data = latched
-        latched = read
-        mask = sum(0xFF << 8 * i for i in range(WIDTH // 8) if w_en >> i & 1) if granular \
-            else ((1 << WIDTH) - 1 if w_en & 1 else 0)
-        rows[w_addr] = rows[w_addr] & ~mask | w_data & mask
-        out.append(data)
-    return out
+    return registered_reads(steps, depth, width=WIDTH, granularity=8 if granular else None)
 
 
 TESTBENCH = """\
