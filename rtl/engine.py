@@ -170,12 +170,12 @@ class Engine(wiring.Component):
         self._check(m, p_insn, code, sums)
         is_load, is_compute = p_insn.op == Op.LOAD, p_insn.op == Op.COMPUTE
         d_in = data.View(decoded, dq.w_data)
+        illegal = code != ErrorCode.NONE
         m.d.comb += [d_in.insn.eq(p_insn.as_value()), d_in.code.eq(code),
-                     d_in.illegal.eq(code != ErrorCode.NONE),
+                     d_in.illegal.eq(illegal),
                      # no unit for an illegal instruction, so a queue's write enable is four
                      # inputs from registers (head valid, error, its unit's bit, its full flag)
-                     d_in.to.eq(Mux(code != ErrorCode.NONE, 0,
-                                    Cat(is_load, is_compute, ~is_load & ~is_compute))),
+                     d_in.to.eq(Mux(illegal, 0, Cat(is_load, is_compute, ~is_load & ~is_compute))),
                      dq.w_en.eq(p_valid)]
         d = data.View(decoded, dq.r_data)
         d_illegal = d.illegal

@@ -318,9 +318,8 @@ def _dp16kd(write, read, piece: _Slice, bits: int) -> Module:
     we = Signal()
     ports = {}
     if lanes and len(piece.enables) > 1:
-        enables = Cat(*(write.en[e] for e in piece.enables)).as_unsigned()
-        byte_enables = enables if len(enables) == lanes else Cat(enables,
-                                                                 Const(0, lanes - len(enables)))
+        enables = Cat(*(write.en[e] for e in piece.enables))
+        byte_enables = Cat(enables, Const(0, lanes - len(enables)))   # (lanes the slice lacks)
     else:
         enables = write.en[piece.enables[0]]
         byte_enables = Const((1 << lanes) - 1, lanes) if lanes else None
