@@ -3,8 +3,8 @@
 // port: data on both ports' pins, {B, A}); the row address sits at ADx[13:k] (k = 5, 4, 3, 2,
 // 1, 0 for those widths) with byte enables below it in the 18- and 36-bit modes (ADA0..1 and
 // ADA0..3, one per 9-bit lane of the data, low lane first). A write happens on CLKA when CEA
-// and WEA, to the lanes whose byte enables are set; a read on CLKB when CEB latches the row, and with
-// REGMODE_B = "OUTREG" a register enabled by OCEB follows it. No resets, no chip selects, no
+// and WEA, to the lanes whose byte enables are set; a read on CLKB when CEB latches the row,
+// and with REGMODE_B = "OUTREG" a register enabled by OCEB follows it. No resets, no chip selects, no
 // collision behaviour (the engine never reads a row in the cycle it is written). Lattice
 // FPGA-TN-02204 (ECP5 memory usage guide) describes the primitive.
 /* verilator lint_off UNUSEDPARAM */
