@@ -13,12 +13,13 @@ testbench (``sim/tb_board.py``) over the simulated UART pins. So the GEMM a boar
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable, Generator
+from collections.abc import Awaitable, Callable, Generator
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 from rtl.config import ConfigError, EngineConfig
-from rtl.engine import ErrorCode, counter_layout
+from rtl.counters import counter_layout
+from rtl.isa import ErrorCode
 
 from . import protocol as p
 
@@ -204,14 +205,42 @@ def gemm(config: EngineConfig, m: int, k: int, n: int, *, seed: int = 0,
 
 # -- transports -------------------------------------------------------------------------------
 
+class _Steps(Generic[T]):
+    """An operation's requests one at a time: :attr:`request` is the next frame to send, and
+    :meth:`answer` gives it its response; when :attr:`done`, :attr:`result` is what it
+    returned. (The generator protocol, written once for both drivers below.)"""
+
+    def __init__(self, op: Op[T]):
+        self.op = op
+        self.done = False
+        self.result: T | None = None
+        self.request = self._step(lambda: next(op))
+
+    def _step(self, advance: Callable[[], bytes]) -> bytes:
+        try:
+            return advance()
+        except StopIteration as stop:
+            self.done, self.result = True, stop.value
+            return b""
+
+    def answer(self, response: bytes) -> None:
+        self.request = self._step(lambda: self.op.send(response))
+
+
 def drive(op: Op[T], exchange: Callable[[bytes], bytes]) -> T:
     """Run an operation with ``exchange(request frame) -> response frame``."""
-    try:
-        request = next(op)
-        while True:
-            request = op.send(exchange(request))
-    except StopIteration as stop:
-        return stop.value
+    steps = _Steps(op)
+    while not steps.done:
+        steps.answer(exchange(steps.request))
+    return steps.result
+
+
+async def drive_async(op: Op[T], exchange: Callable[[bytes], Awaitable[bytes]]) -> T:
+    """:func:`drive` with an ``exchange`` to await (a simulated board, under cocotb)."""
+    steps = _Steps(op)
+    while not steps.done:
+        steps.answer(await exchange(steps.request))
+    return steps.result
 
 
 class SerialLink:

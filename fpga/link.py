@@ -20,7 +20,7 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from rtl.config import EngineConfig
-from rtl.engine import counter_layout
+from rtl.counters import counter_layout
 from rtl.isa import INSN_BITS
 from rtl.memory import mem_signature
 

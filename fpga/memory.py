@@ -39,7 +39,7 @@ class BramMemory(wiring.Component):
 
     @property
     def latency(self) -> int:
-        return max(1, self.config.mem_latency)
+        return self.config.read_latency
 
     @property
     def bits(self) -> int:
@@ -76,7 +76,8 @@ class BramMemory(wiring.Component):
         # -- decode: which word of which bank, the bytes and enables a write puts in each ----
         index_bits = (self.words - 1).bit_length()
         word = Signal(index_bits)
-        offset = Signal(range(w))
+        # (a one-byte port has no offset: a zero-width signal would be a [-1:0] wire)
+        offset = Signal(range(w)) if w > 1 else Const(0, 1)
         if w > 1:
             m.d.comb += [offset.eq(payload.addr % w), word.eq(payload.addr // w)]
         else:

@@ -50,7 +50,7 @@ class Cmd(enum.IntEnum):
       instructions ``0 .. count-1`` of the program memory
     - ``STATUS``: none -> :data:`STATUS_FORMAT`
     - ``COUNTERS``: none -> the engine's activity counters, u32 each, in
-      :data:`rtl.engine.counter_layout` order
+      :data:`rtl.counters.counter_layout` order
     - ``RESET``: none -> none; stops a run (a program that never finishes, say) and resets the
       engine; memory and program memory keep their contents
     """

@@ -31,6 +31,7 @@ from rtl import isa
 from rtl.config import EngineConfig, refuse
 from rtl.engine import Engine, EngineTiming
 from rtl.isa import INSN_BITS
+from rtl.memory import engine_memories
 
 from .clocks import Ecp5Pll
 from .link import HostLink
@@ -78,25 +79,25 @@ class BoardTop(wiring.Component):
     @property
     def lut_ram_bits(self) -> int:
         """Bits the top keeps in LUT RAM: the load, compute and store instruction queues."""
-        return 3 * INSN_BITS * EngineTiming.queue_depth
+        return len(isa.Queue) * INSN_BITS * EngineTiming(self.config).queue_depth
 
     @property
     def memory_shapes(self) -> dict[str, tuple[int, int, int]]:
         """Each block-RAM memory the top holds as (width in bits, depth, copies), for a fit check
-        before synthesis. A block RAM has one read port beside its write port, so a memory read from
-        two places is held twice (as Yosys maps it)."""
-        g = isa.geometry(self.config)
+        before synthesis: the engine's (:func:`rtl.memory.engine_memories`), the board memory,
+        the program memory and the link's frame buffer. A block RAM has one read port beside its
+        write port, so a memory read from two places is held twice (as Yosys maps it): the
+        accumulator is read to accumulate into and read to store."""
+        names = {"a": "scratchpad A", "b": "scratchpad B", "q": "scratchpad Q",
+                 "acc": "accumulator"}
+        copies = {"acc": 2}
+        shapes = {names[name]: (mem.shape.size, mem.depth, copies.get(name, 1))
+                  for name, mem in engine_memories(self.config).items()}
         w = self.config.mem_bytes_per_cycle
-        return {
-            "scratchpad A": (g.a_row_bytes * 8, g.a_rows, 1),
-            "scratchpad B": (g.b_row_bytes * 8, g.b_rows, 1),
-            "scratchpad Q": (g.q_row_bytes * 8, g.q_rows, 1),
-            # read to accumulate into and read to store: two copies
-            "accumulator": (g.acc_row_bytes * 8, g.acc_rows, 2),
-            "memory": (w * 8, self.mem_words, 1),
-            "program memory": (INSN_BITS, self.imem_depth, 1),
-            "frame buffer": (8, FRAME_BYTES, 1),
-        }
+        return {**shapes,
+                "memory": (w * 8, self.mem_words, 1),
+                "program memory": (INSN_BITS, self.imem_depth, 1),
+                "frame buffer": (8, FRAME_BYTES, 1)}
 
     def elaborate(self, platform):
         m = Module()

@@ -13,19 +13,21 @@ Memory layout (byte addresses, regions aligned to 64 bytes):
   B as K x N, both row-major int8;
 - weight-stationary: A as M x K and B as K x N, row-major int8;
 - C as M x N, int8 (requantized) or little-endian int32;
-- Q (requantization parameters), for each block of ``cols`` output channels, three rows of
-  ``cols`` int32: bias, multiplier, shift.
+- Q (requantization parameters), for each block of ``cols`` output channels, the rows of
+  :data:`rtl.isa.Q_BLOCK` (bias, multiplier, shift), ``cols`` int32 each.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 from rtl import isa
 from rtl.config import ConfigError, EngineConfig
-from rtl.isa import Insn, Spad
+from rtl.engine import EngineTiming
+from rtl.isa import Q_BLOCK_ROWS, Insn, Spad, q_block_row
 
-from .program import ProgramTiming
+from .program import ProgramTiming, Rec, compute_record, load_record, mark, store_record
 
 __all__ = ["Choice", "GemmLayout", "GemmPlan", "PlanError", "Schedule", "plan_gemm",
            "search_blocking"]
@@ -93,10 +95,26 @@ def _layout(cfg: EngineConfig, m: int, k: int, n: int, requant: bool) -> GemmLay
     b_addr = _align(a_addr + a_size)
     c_addr = _align(b_addr + k * ldb)
     q_addr = _align(c_addr + m * ldc)
-    nt = -(-n // cfg.cols)
-    size = _align(q_addr + (3 * nt * 4 * cfg.cols if requant else 0))
+    size = _align(q_addr + (q_bytes(cfg, n) if requant else 0))
     return GemmLayout(a_addr=a_addr, lda=lda, a_transposed=os_, b_addr=b_addr, ldb=ldb,
                       c_addr=c_addr, ldc=ldc, c_elem_bytes=c_bytes, q_addr=q_addr, size=size)
+
+
+def q_bytes(cfg: EngineConfig, n: int) -> int:
+    """Bytes of requantization parameters for ``n`` output channels: a Q block per
+    ``cols`` of them."""
+    return q_rows(cfg, n) * 4 * cfg.cols
+
+
+def q_rows(cfg: EngineConfig, n: int) -> int:
+    """Scratchpad Q rows the parameters of ``n`` output channels take."""
+    return Q_BLOCK_ROWS * -(-n // cfg.cols)
+
+
+@lru_cache(maxsize=256)
+def _store_delay(cfg: EngineConfig, requant: bool) -> int:
+    """A STORE's cycles from being taken to its first beat (:class:`rtl.store.StoreTiming`)."""
+    return EngineTiming(cfg).store.request_delay(isa.store(0, 1, 1, 0, 0, requant))
 
 
 def _candidates(cfg: EngineConfig, m: int, k: int, n: int):
@@ -159,10 +177,9 @@ def check_gemm(cfg: EngineConfig, m: int, k: int, n: int, requant: bool) -> Gemm
     if cfg.in_bits != 8:
         raise PlanError(f"the engine runs int8 GEMMs; in_bits is {cfg.in_bits}")
     g = isa.geometry(cfg)
-    nt = _cdiv(n, cfg.cols)
-    if requant and 3 * nt > g.q_rows:
-        raise PlanError(f"N = {n} needs {3 * nt} requantization parameter rows; scratchpad Q "
-                        f"holds {g.q_rows}")
+    if requant and q_rows(cfg, n) > g.q_rows:
+        raise PlanError(f"N = {n} needs {q_rows(cfg, n)} requantization parameter rows; "
+                        f"scratchpad Q holds {g.q_rows}")
     layout = _layout(cfg, m, k, n, requant)
     if layout.size > 1 << isa.ADDR_BITS:
         raise PlanError(f"operands of {layout.size} bytes exceed the 32-bit address space")
@@ -273,18 +290,8 @@ def _prologue(plan: GemmPlan) -> list[Insn]:
     cfg, lay = plan.config, plan.layout
     if not plan.requant:
         return []
-    nt = -(-plan.n // cfg.cols)
     return [isa.config(zero_point=plan.zero_point, relu=plan.relu),
-            isa.load(Spad.Q, 0, 3 * nt, 4 * cfg.cols, lay.q_addr, 4 * cfg.cols)]
-
-
-def _mark(insns: list[Insn], first: set[str], last: set[str]) -> list[Insn]:
-    """Put the dependency flags of a synchronization unit on its first and last instruction."""
-    if not insns:
-        return insns
-    insns[0] = Insn(insns[0].op, insns[0].args, insns[0].deps | first)
-    insns[-1] = Insn(insns[-1].op, insns[-1].args, insns[-1].deps | last)
-    return insns
+            isa.load(Spad.Q, 0, q_rows(cfg, plan.n), 4 * cfg.cols, lay.q_addr, 4 * cfg.cols)]
 
 
 class Schedule:
@@ -380,7 +387,7 @@ class Schedule:
         per_shape: dict[tuple, tuple[int, int]] = {}
         array = beats = 0
         if plan.requant:
-            beats += 3 * (-(-plan.n // cfg.cols)) * (-(-4 * cfg.cols // w))
+            beats += q_rows(cfg, plan.n) * (-(-4 * cfg.cols // w))
         last_m, last_n = len(self.m_groups) - 1, self.row - 1
         counts = {(False, False): last_m * last_n, (False, True): last_m,
                   (True, False): last_n, (True, True): 1}
@@ -439,13 +446,13 @@ class Schedule:
 
     # -- the same pieces as timing records only (no addresses): what the cycle model reads --
 
-    def records(self, i: int) -> tuple[list[tuple], list[int]]:
+    def records(self, i: int) -> tuple[list[Rec], list[int]]:
         """Piece ``i`` as :class:`~mapping.program.Replay` records and its count per queue:
         the instructions :meth:`piece` makes, less what their timing does not depend on
         (tests check that both replay to the same cycles)."""
         chunks = len(self.chunks)
         total = len(self.groups) * chunks
-        recs: list[tuple] = []
+        recs: list[Rec] = []
         for t in range(i * self.per_piece, (i + 1) * self.per_piece):
             g, ci = divmod(t, chunks)
             if t + 1 < total:
@@ -455,10 +462,10 @@ class Schedule:
                 recs += self._store_records(g)
         per_queue = [0, 0, 0]
         for rec in recs:
-            per_queue[min(rec[0], 2)] += 1
+            per_queue[rec.queue] += 1
         return recs, per_queue
 
-    def _load_records(self, group_no: int, ci: int) -> list[tuple]:
+    def _load_records(self, group_no: int, ci: int) -> list[Rec]:
         cfg = self.plan.config
         r, w = cfg.rows, cfg.mem_bytes_per_cycle
         rows, cols = self.shape(group_no)
@@ -469,32 +476,20 @@ class Schedule:
             kt = [min(r, kl - x) for x in range(0, kl, r)]
             beats = [rows[0] * -(-x // w) for x in kt] + [x * -(-y // w) for y in cols
                                                           for x in kt]
-        pop = group_no * len(self.chunks) + ci >= 2
-        recs = [(0, b, 0, False, False, False, False, None, -1) for b in beats]
-        recs[0] = (0, beats[0], 0, pop, False, len(beats) == 1, False, None, -1)
-        if len(beats) > 1:
-            recs[-1] = (0, beats[-1], 0, False, False, True, False, None, -1)
-        return recs
+        first, last = self._load_flags(group_no * len(self.chunks) + ci)
+        return mark([load_record(b) for b in beats], first, last)
 
-    def _compute_records(self, group_no: int, ci: int) -> list[tuple]:
+    def _compute_records(self, group_no: int, ci: int) -> list[Rec]:
         rows, cols = self.shape(group_no)
         kl = self._ks[ci]
         if self.os:
             n, extent = len(rows) * len(cols), kl
         else:
             n, extent = len(cols) * -(-kl // self.plan.config.rows), rows[0]
-        pop_next = ci == 0 and group_no >= 2
-        push_next = ci == len(self.chunks) - 1
-        recs = [(1, extent, 0, False, False, False, False, None, -1)] * n
-        if n == 1:
-            return [(1, extent, 0, True, pop_next, True, push_next, None, -1)]
-        recs[0] = (1, extent, 0, True, pop_next, False, False, None, -1)
-        recs[-1] = (1, extent, 0, False, False, True, push_next, None, -1)
-        return recs
+        first, last = self._compute_flags(group_no, ci)
+        return mark([compute_record(extent)] * n, first, last)
 
-    def _store_records(self, group_no: int) -> list[tuple]:
-        from .program import store_delay
-
+    def _store_records(self, group_no: int) -> list[Rec]:
         cfg, plan = self.plan.config, self.plan
         w = cfg.mem_bytes_per_cycle
         elem = 1 if plan.requant else 4
@@ -503,12 +498,27 @@ class Schedule:
             beats = [x * -(-(y * elem) // w) for x in rows for y in cols]
         else:
             beats = [rows[0] * -(-(y * elem) // w) for y in cols]
-        d = store_delay(plan.requant)
-        recs = [(2, b, d, False, False, False, False, None, -1) for b in beats]
-        recs[0] = (2, beats[0], d, True, False, len(beats) == 1, False, None, -1)
-        if len(beats) > 1:
-            recs[-1] = (2, beats[-1], d, False, False, True, False, None, -1)
-        return recs
+        d = _store_delay(cfg, plan.requant)
+        return mark([store_record(b, d) for b in beats], *self._store_flags())
+
+    # -- the dependency flags of each synchronization unit, for instructions and records ----
+
+    def _load_flags(self, chunk_no: int) -> tuple[set[str], set[str]]:
+        """A chunk's loads wait for the buffer two chunks back to be free, and say when their
+        rows are in."""
+        return {"pop_next"} if chunk_no >= 2 else set(), {"push_next"}
+
+    def _compute_flags(self, group_no: int, ci: int) -> tuple[set[str], set[str]]:
+        """A chunk's computes wait for its operands (and, opening a group, for the accumulator
+        half two groups back to be stored); they free the operands, and the group's last chunk
+        says its results are in."""
+        first = {"pop_prev"} | ({"pop_next"} if ci == 0 and group_no >= 2 else set())
+        last = {"push_prev"} | ({"push_next"} if ci == len(self.chunks) - 1 else set())
+        return first, last
+
+    def _store_flags(self) -> tuple[set[str], set[str]]:
+        """A group's stores wait for its results and free its accumulator half."""
+        return {"pop_prev"}, {"push_prev"}
 
     def _tiles_n(self, gn: int) -> range:
         nt = -(-self.plan.n // self.plan.config.cols)
@@ -548,7 +558,7 @@ class Schedule:
                     loads.append(isa.load(Spad.B, b_base + (y * len(ktiles) + kk) * r,
                                           min(r, k - kt0), min(c, n - j0),
                                           lay.b_addr + kt0 * lay.ldb + j0, lay.ldb))
-        return _mark(loads, {"pop_next"} if chunk_no >= 2 else set(), {"push_next"})
+        return mark(loads, *self._load_flags(chunk_no))
 
     def _computes(self, group_no: int, ci: int) -> list[Insn]:
         plan, cfg = self.plan, self.plan.config
@@ -580,9 +590,7 @@ class Schedule:
                     computes.append(isa.compute(a_base + kk * mc,
                                                 b_base + (y * len(ktiles) + kk) * r,
                                                 acc_base + y * mc, ml, ci > 0 or kk > 0))
-        first = {"pop_prev"} | ({"pop_next"} if ci == 0 and group_no >= 2 else set())
-        last = {"push_prev"} | ({"push_next"} if ci == len(self.chunks) - 1 else set())
-        return _mark(computes, first, last)
+        return mark(computes, *self._compute_flags(group_no, ci))
 
     def _stores(self, group_no: int) -> list[Insn]:
         plan, cfg, lay = self.plan, self.plan.config, self.plan.layout
@@ -601,15 +609,17 @@ class Schedule:
                     stores.append(isa.store(acc_base + tile * r, min(r, m - i0),
                                             min(c, n - j0),
                                             lay.c_addr + i0 * lay.ldc + j0 * lay.c_elem_bytes,
-                                            lay.ldc, plan.requant, 3 * tj))
+                                            lay.ldc, plan.requant,
+                                            q_row=q_block_row(tj, "bias")))
         else:
             ml = min(plan.mb, m - gm)
             for y, tj in enumerate(self._tiles_n(gn)):
                 j0 = tj * c
                 stores.append(isa.store(acc_base + y * plan.mb, ml, min(c, n - j0),
                                         lay.c_addr + gm * lay.ldc + j0 * lay.c_elem_bytes,
-                                        lay.ldc, plan.requant, 3 * tj))
-        return _mark(stores, {"pop_prev"}, {"push_prev"})
+                                        lay.ldc, plan.requant,
+                                        q_row=q_block_row(tj, "bias")))
+        return mark(stores, *self._store_flags())
 
     def timing(self, ideal_memory: bool = False):
         """The program's :class:`~mapping.program.ProgramTiming`, skipping repeated groups.

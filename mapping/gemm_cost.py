@@ -19,7 +19,7 @@ from functools import lru_cache
 
 from rtl.config import EngineConfig
 
-from .gemm import GemmPlan, Schedule, _cdiv, check_gemm, search_blocking
+from .gemm import GemmPlan, Schedule, _cdiv, check_gemm, q_bytes, search_blocking
 
 __all__ = ["GemmCost", "gemm_cost"]
 
@@ -70,7 +70,7 @@ def _traffic(cfg: EngineConfig, m: int, k: int, n: int, blocking: tuple[int, int
     n_groups = _cdiv(nt, nb)
     m_groups = _cdiv(mt, mb) if cfg.dataflow == "os" else _cdiv(m, mb)
     elem = 1 if requant else 4
-    read = m * k * n_groups + k * n * m_groups + (3 * nt * 4 * c if requant else 0)
+    read = m * k * n_groups + k * n * m_groups + (q_bytes(cfg, n) if requant else 0)
     write = m * n * elem
     if cfg.dataflow == "os":
         beats = mt * nt * k

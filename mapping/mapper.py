@@ -26,7 +26,7 @@ from rtl import isa
 from rtl.config import EngineConfig
 
 from .energy import DEFAULT, PAPER_ADD_PJ, PAPER_MUL_PJ, EnergyTable, paper_counts
-from .gemm import PlanError
+from .gemm import PlanError, q_rows
 from .gemm_cost import GemmCost, gemm_cost
 from .workloads import Op, Workload, WorkloadError
 
@@ -122,7 +122,7 @@ class MapResult:
 
 
 def _requant_fits(cfg: EngineConfig, n: int) -> bool:
-    return 3 * -(-n // cfg.cols) <= isa.geometry(cfg).q_rows
+    return q_rows(cfg, n) <= isa.geometry(cfg).q_rows
 
 
 def _gemm_energy(g: GemmCost, energy: EnergyTable, sign: bool = False) -> float:

@@ -14,6 +14,7 @@ import torch
 
 from golden import gemm_int, quantize_multiplier, requantize
 from rtl.config import EngineConfig
+from rtl.isa import Q_BLOCK
 
 from .gemm import GemmPlan
 
@@ -70,11 +71,11 @@ def memory_image(plan: GemmPlan, ops: GemmOperands) -> bytes:
     if plan.requant:
         c = cfg.cols
         nt = -(-plan.n // c)
-        q = np.zeros((nt, 3, c), dtype=np.int32)
-        for j in range(plan.n):
-            q[j // c, 0, j % c] = int(ops.bias[j])
-            q[j // c, 1, j % c] = int(ops.multiplier[j])
-            q[j // c, 2, j % c] = int(ops.shift[j])
+        q = np.zeros((nt, len(Q_BLOCK), c), dtype=np.int32)
+        values = {"bias": ops.bias, "multiplier": ops.multiplier, "shift": ops.shift}
+        for row, name in enumerate(Q_BLOCK):
+            for j in range(plan.n):
+                q[j // c, row, j % c] = int(values[name][j])
         raw = q.astype("<i4").tobytes()
         image[lay.q_addr: lay.q_addr + len(raw)] = np.frombuffer(raw, dtype=np.uint8)
     return image.tobytes()

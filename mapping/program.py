@@ -1,10 +1,13 @@
 """Cycle model of ISA programs on the engine, instruction by instruction.
 
-Each unit's timing is written as formulas from the engine's parameters and the latencies its
-blocks state (``TileTiming``, ``Requantizer.latency``, the memory latency). For one instruction
-alone the model equals the RTL exactly; for whole programs :func:`program_cycles` replays the
-dispatcher, the three queues with their dependency tokens, and the memory port that loads and
-stores share (round robin), as an event model.
+Every number here comes from the engine's stated timing (:class:`rtl.engine.EngineTiming`,
+which gathers each unit's: dispatcher, load, compute with its array, store with its post-op
+stages, token counters) and the memory's latency; the model composes them. For one instruction
+alone it equals the RTL exactly; for whole programs :func:`program_cycles` replays the
+dispatcher, the three queues with their dependency tokens, the array (:class:`ArrayModel`) and
+the memory port that loads and stores share (round robin), as an event model. With a memory
+that refuses requests at random (``stall``, the simulation memory's LFSR) the port grants beats
+only in the cycles the memory takes them, which the model knows too.
 
 Times are cycles from the first cycle the engine sees the program (cycle 0).
 """
@@ -12,73 +15,123 @@ Times are cycles from the first cycle the engine sees the program (cycle 0).
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import NamedTuple
 
 from rtl import isa
 from rtl.config import EngineConfig
 from rtl.engine import EngineTiming
 from rtl.isa import Insn, Op
-from rtl.tile import TileTiming
+from rtl.memory import stall_pattern
 
-from .timing import tile_stream_cycles
+from .timing import NEVER, ArrayModel, tile_stream_cycles
 
-__all__ = ["DISPATCH_LATENCY", "ProgramTiming", "Replay", "instruction_cycles", "program_cycles",
-           "stream_cycles",
-           "stream_steps"]
-
-DISPATCH_LATENCY = EngineTiming.dispatch_latency
-COMPUTE_ISSUE_LATENCY = EngineTiming.compute_issue_latency
-STORE_SETUP = EngineTiming.store_setup
-LOAD_WRITE = EngineTiming.load_write_latency
-STORE_READ = EngineTiming.store_read_latency
-STORE_PARAMS = EngineTiming.store_params
-QUEUE_DEPTH = EngineTiming.queue_depth
-REQUANT_LATENCY = EngineTiming.requant_latency
-#: writeback cycles beyond the first (the formulas below count one writeback cycle)
-WRITEBACK_EXTRA = EngineTiming.writeback_latency - 1
+__all__ = ["Calendar", "ProgramTiming", "Rec", "Replay", "compute_record", "config_record",
+           "instruction_cycles", "load_record", "program_cycles", "record", "store_record",
+           "stream_cycles", "stream_steps"]
 
 
-def _beats(length: int, w: int) -> int:
-    return -(-length // w)
+class Rec(NamedTuple):
+    """One instruction as the model sees it (addresses do not matter to its timing).
+
+    ``size``: memory beats (LOAD, STORE) or extent (COMPUTE); ``delay``: a STORE's cycles from
+    being taken to its first beat. The flags are the ISA's (:data:`rtl.isa.POPS`,
+    :data:`rtl.isa.PUSHES`): LOAD pops c2l with ``pop_next`` and pushes l2c with
+    ``push_next``; COMPUTE pops l2c / s2c and pushes c2l / c2s; STORE pops c2s with
+    ``pop_prev`` and pushes s2c with ``push_prev``.
+    """
+
+    op: Op
+    queue: int
+    size: int
+    delay: int
+    pop_prev: bool
+    pop_next: bool
+    push_prev: bool
+    push_next: bool
+    insn: Insn | None = None
+    seq: int = -1
+
+    @property
+    def timing_key(self) -> tuple:
+        """What the record's timing depends on (everything but the instruction and its place)."""
+        return self[:8]
 
 
-def _mem_latency(cfg: EngineConfig) -> int:
-    return max(1, cfg.mem_latency)
+_Q = {queue: queue.value for queue in isa.Queue}
+_QUEUE = {op: _Q[queue] for op, queue in isa.QUEUE_OF.items()}
 
 
-def load_beats(cfg: EngineConfig, insn: Insn) -> int:
-    return insn.args["rows"] * _beats(insn.args["length"], cfg.mem_bytes_per_cycle)
+_LOAD_Q, _COMPUTE_Q, _STORE_Q = _QUEUE[Op.LOAD], _QUEUE[Op.COMPUTE], _QUEUE[Op.STORE]
+
+# (the record makers are memoized: records are values, and a GEMM's pieces repeat a few kinds)
 
 
-def store_beats(cfg: EngineConfig, insn: Insn) -> int:
-    a = insn.args
-    row = a["cols"] * (1 if a["requant"] else 4)
-    return a["rows"] * _beats(row, cfg.mem_bytes_per_cycle)
+@lru_cache(maxsize=4096)
+def load_record(beats: int, *, pop_next: bool = False, push_next: bool = False) -> Rec:
+    return Rec(Op.LOAD, _LOAD_Q, beats, 0, False, pop_next, False, push_next)
+
+
+@lru_cache(maxsize=4096)
+def compute_record(extent: int, *, pop_prev: bool = False, pop_next: bool = False,
+                   push_prev: bool = False, push_next: bool = False) -> Rec:
+    return Rec(Op.COMPUTE, _COMPUTE_Q, extent, 0, pop_prev, pop_next, push_prev, push_next)
+
+
+@lru_cache(maxsize=4096)
+def store_record(beats: int, delay: int, *, pop_prev: bool = False,
+                 push_prev: bool = False) -> Rec:
+    return Rec(Op.STORE, _STORE_Q, beats, delay, pop_prev, False, push_prev, False)
+
+
+@lru_cache(maxsize=4096)
+def config_record() -> Rec:
+    return Rec(Op.CONFIG, _STORE_Q, 0, 0, False, False, False, False)
+
+
+@lru_cache(maxsize=256)
+def _timing(cfg: EngineConfig) -> EngineTiming:
+    return EngineTiming(cfg)
+
+
+def record(cfg: EngineConfig, insn: Insn, seq: int = -1) -> Rec:
+    """The record of one instruction."""
+    t = _timing(cfg)
+    d = insn.deps
+    flags = {name: name in d for name in ("pop_prev", "pop_next", "push_prev", "push_next")}
+    if insn.op == Op.LOAD:
+        size, delay = t.load.beats(insn.args["rows"], insn.args["length"]), 0
+    elif insn.op == Op.COMPUTE:
+        size, delay = insn.args["extent"], 0
+    elif insn.op == Op.STORE:
+        size, delay = t.store.beats(insn), t.store.request_delay(insn)
+    else:
+        size, delay = 0, 0
+        flags = dict.fromkeys(flags, False)   # a CONFIG moves no tokens
+    return Rec(insn.op, _QUEUE[insn.op], size, delay, flags["pop_prev"], flags["pop_next"],
+               flags["push_prev"], flags["push_next"], insn, seq)
 
 
 def instruction_cycles(cfg: EngineConfig, insn: Insn) -> int:
     """Cycles a program of this one instruction takes, from start to ``done`` (exact).
 
-    That is the dispatch latency, the unit's own span, and one cycle for the engine to report
-    idle. Spans: LOAD ``beats + mem_latency + load_write_latency``; COMPUTE the tile's stream
-    time plus issue latency and writeback; STORE setup, parameter reads and the requantizer if
-    it requantizes, then one cycle per memory beat; CONFIG one cycle.
+    The dispatch latency, the unit's span (LOAD: its beats, the memory's latency, the write;
+    COMPUTE: the sources, the tile on the array, the writeback; STORE: set-up, the read, its
+    post-op stages, one cycle per beat, the release; CONFIG one cycle), and the cycle ``done``
+    is seen in.
     """
-    return DISPATCH_LATENCY + _span(cfg, insn) + 1
-
-
-def _span(cfg: EngineConfig, insn: Insn) -> int:
-    a = insn.args
+    t = EngineTiming(cfg)
     if insn.op == Op.LOAD:
-        return load_beats(cfg, insn) + _mem_latency(cfg) + LOAD_WRITE
-    if insn.op == Op.COMPUTE:
-        return (tile_stream_cycles(cfg, [a["extent"]]).cycles + COMPUTE_ISSUE_LATENCY
-                + EngineTiming.writeback_latency)
-    if insn.op == Op.STORE:
-        params = STORE_PARAMS + REQUANT_LATENCY if a["requant"] else 0
-        return STORE_SETUP + STORE_READ + 2 + params + store_beats(cfg, insn)
-    return 1
+        span = t.load.span(t.load.beats(insn.args["rows"], insn.args["length"])) \
+            + t.tokens.latency
+    elif insn.op == Op.COMPUTE:
+        span = (t.compute.issue_latency + tile_stream_cycles(cfg, [insn.args["extent"]]).cycles
+                + t.compute.writeback_latency)
+    else:
+        span = t.store.span(insn)
+    return t.dispatch.latency + span + t.done_latency
 
 
 @dataclass
@@ -89,88 +142,126 @@ class ProgramTiming:
     compute_cycles: int          # cycles the array accepts operand beats
     load_beats: int
     store_beats: int
-    #: cycles a load or store had a beat ready but the memory port served the other unit
+    #: beats one unit was granted while the other had a beat waiting for the memory port
     port_wait_cycles: int = 0
     instructions: int = 0
     per_insn: list[tuple[int, int]] = field(default_factory=list)  # (start, finish) per insn
 
 
-#: first cycle a started LOAD requests memory, after the cycle it takes the instruction
-LOAD_REQUEST_DELAY = 1
-#: the unit is free again this many cycles after its last memory beat is accepted
-LOAD_RELEASE = 1
-STORE_RELEASE = 2
+class Calendar:
+    """The cycles a memory that refuses requests at random takes one, from cycle 0 on.
 
-
-def store_delay(requant: bool) -> int:
-    """:func:`store_request_delay` of a STORE that does (or does not) requantize."""
-    return STORE_SETUP + STORE_READ + 1 + (STORE_PARAMS + REQUANT_LATENCY if requant else 0)
-
-
-def store_request_delay(insn: Insn) -> int:
-    """Cycles from a STORE being taken to its first beat asking for the memory port.
-
-    The FSM step, the accumulator's read and the row's register before it leaves
-    (``store_setup + store_read_latency + 1``), plus the parameter reads and the requantizer's
-    pipeline when it requantizes.
+    ``ready`` is one period of the pattern (the memory's LFSR); :meth:`nth` and :meth:`count`
+    answer in constant time for any cycle.
     """
-    return store_delay(bool(insn.args["requant"]))
+
+    __slots__ = ("period", "at", "per", "before")
+
+    def __init__(self, ready: Sequence[bool]):
+        self.period = len(ready)
+        self.at = [i for i, r in enumerate(ready) if r]
+        self.per = len(self.at)
+        if not self.per:
+            raise ValueError("a memory that never takes a request cannot run a program")
+        self.before = [0]
+        for r in ready:
+            self.before.append(self.before[-1] + r)
+
+    def _index(self, t: int) -> int:
+        """Ready cycles before cycle ``t``."""
+        q, r = divmod(t, self.period)
+        return q * self.per + self.before[r]
+
+    def count(self, t0: int, t1: int) -> int:
+        """Ready cycles in ``[t0, t1)``."""
+        return self._index(t1) - self._index(t0) if t1 > t0 else 0
+
+    def nth(self, t: int, k: int) -> int:
+        """The ``k``-th (from 1) ready cycle at or after ``t``."""
+        q, r = divmod(self._index(t) + k - 1, self.per)
+        return q * self.period + self.at[r]
+
+    def next_ready(self, t: int) -> int:
+        return self.nth(t, 1)
+
+
+@lru_cache(maxsize=64)
+def _calendar(stall: int) -> Calendar | None:
+    return Calendar(stall_pattern(stall)) if stall else None
 
 
 class _Port:
     """The memory port's round-robin arbiter between the load unit and the store unit.
 
     Each unit, while it has beats to send, asks every cycle from its ``ready`` cycle on; the
-    port grants one beat per cycle. When both ask, the unit that was not served last wins, so
-    their beats alternate; when one asks alone it gets every cycle. After reset loads win.
+    port grants one beat per cycle the memory takes one (every cycle, or those of
+    ``calendar``). When both ask, the unit that was not served last wins, so their beats
+    alternate; when one asks alone it gets every grant. After reset loads win.
     """
 
-    __slots__ = ("free", "last_load", "wait")
+    __slots__ = ("free", "last_load", "wait", "cal")
 
-    def __init__(self) -> None:
+    def __init__(self, calendar: Calendar | None = None) -> None:
         self.free = 0            # next cycle the port can grant
         self.last_load = False   # whether the last granted beat was a load's
-        self.wait = 0            # cycles both units asked (one of them waited)
+        self.wait = 0            # beats granted while the other unit waited
+        self.cal = calendar
 
-    def run(self, load: list[int] | None, store: list[int] | None,
+    def _count(self, t0: int, t1: int) -> int:
+        if self.cal is None:
+            return max(0, t1 - t0)
+        return self.cal.count(t0, t1)
+
+    def run(self, load: list | None, store: list | None,
             horizon: int | None = None) -> tuple[str | None, int]:
         """Grant beats until one unit's instruction has all its beats accepted.
 
-        ``load``/``store`` are ``[ready, beats_left]`` (updated in place) or ``None`` for a unit
-        with nothing to send. Returns which unit finished and the cycle of its last beat. With
-        one unit and a ``horizon``, grants no cycle from the horizon on: if the instruction is
-        not done by then, returns ``(None, 0)``.
+        ``load``/``store`` are ``[ready, beats_left, record]`` (updated in place) or ``None``
+        for a unit with nothing to send. Returns which unit finished and the cycle of its last
+        beat. With one unit and a ``horizon``, grants no cycle from the horizon on: if the
+        instruction is not done by then, returns ``(None, 0)``.
         """
         if store is None:
             return self._alone("load", load, horizon)
         if load is None:
             return self._alone("store", store, horizon)
-        if max(self.free, load[0]) + load[1] <= max(self.free, store[0]):
+        free = self.free
+        t_l = free if free > load[0] else load[0]
+        t_s = free if free > store[0] else store[0]
+        if self.cal is None:
+            load_alone, store_alone = t_l + load[1] <= t_s, t_s + store[1] <= t_l
+        else:
+            load_alone = self.cal.nth(t_l, load[1]) < t_s
+            store_alone = self.cal.nth(t_s, store[1]) < t_l
+        if load_alone:
             return self._alone("load", load)
-        if max(self.free, store[0]) + store[1] <= max(self.free, load[0]):
+        if store_alone:
             return self._alone("store", store)
         # Both ask before either is done: the earlier one runs alone until the other asks.
-        t_l, t_s = max(self.free, load[0]), max(self.free, store[0])
         t = max(t_l, t_s)
         if t_l < t_s:
-            load[1] -= t_s - t_l
-            self.last_load = True
+            alone = self._count(t_l, t_s)   # (none, if the memory took no request meanwhile)
+            if alone:
+                load[1] -= alone
+                self.last_load = True
         elif t_s < t_l:
-            store[1] -= t_l - t_s
-            self.last_load = False
+            alone = self._count(t_s, t_l)
+            if alone:
+                store[1] -= alone
+                self.last_load = False
         first, second = (store, load) if self.last_load else (load, store)
         names = ("store", "load") if self.last_load else ("load", "store")
         n1, n2 = first[1], second[1]
         if n1 <= n2:
-            # first's beats at t, t+2, ...; second's at t+1, t+3, ...
-            last = t + 2 * (n1 - 1)
+            # first's beats in the 1st, 3rd, ... grant from t; second's in the 2nd, 4th, ...
+            last = t + 2 * n1 - 2 if self.cal is None else self.cal.nth(t, 2 * n1 - 1)
             second[1] = n2 - (n1 - 1)
             second[0] = last + 1
             self.free = last + 1
             self.last_load = names[0] == "load"
             self.wait += 2 * n1 - 1
             return names[0], last
-        last = t + 2 * n2 - 1
+        last = t + 2 * n2 - 1 if self.cal is None else self.cal.nth(t, 2 * n2)
         first[1] = n1 - n2
         first[0] = last + 1
         self.free = last + 1
@@ -178,13 +269,13 @@ class _Port:
         self.wait += 2 * n2
         return names[1], last
 
-    def _alone(self, name: str, req: list[int],
+    def _alone(self, name: str, req: list,
                horizon: int | None = None) -> tuple[str | None, int]:
-        first = max(self.free, req[0])
-        last = first + req[1] - 1
+        first = self.free if self.free > req[0] else req[0]
+        last = first + req[1] - 1 if self.cal is None else self.cal.nth(first, req[1])
         if horizon is not None and last >= horizon:
             # grant only the cycles before the horizon; the unit keeps asking from there
-            granted = max(0, horizon - first)
+            granted = self._count(first, horizon)
             if granted:
                 req[1] -= granted
                 self.free = horizon
@@ -195,75 +286,85 @@ class _Port:
         return name, last
 
 
-NEVER = -(1 << 62)   # a time that never binds a max
+def _split(values: Iterable[int], struct: list, times: list) -> None:
+    """Times into ``times``; which of them are NEVER (which never shifts) into ``struct``."""
+    for v in values:
+        if v == NEVER:
+            struct.append(None)
+        else:
+            struct.append(True)
+            times.append(v)
 
 
-
-# Instruction records, made once when an instruction is fed:
-# (kind, size, delay, pop1, pop2, push1, push2, insn, seq). kind: 0 LOAD, 1 COMPUTE, 2 STORE,
-# 3 CONFIG; size: memory beats (LOAD, STORE) or extent (COMPUTE); delay: a STORE's cycles to
-# its first beat; the flags, per kind: LOAD pops c2l / pushes l2c; COMPUTE pops l2c, s2c /
-# pushes c2l, c2s; STORE pops c2s / pushes s2c; CONFIG takes no tokens (the RTL ignores them).
-_KIND = {Op.LOAD: 0, Op.COMPUTE: 1, Op.STORE: 2, Op.CONFIG: 3}
-_QUEUE = (0, 1, 2, 2)
-
-
-def _record(cfg: EngineConfig, insn: Insn, seq: int) -> tuple:
-    d = insn.deps
-    kind = _KIND[insn.op]
-    if kind == 0:
-        return (0, load_beats(cfg, insn), 0, "pop_next" in d, False, "push_next" in d, False,
-                insn, seq)
-    if kind == 1:
-        return (1, insn.args["extent"], 0, "pop_prev" in d, "pop_next" in d, "push_prev" in d,
-                "push_next" in d, insn, seq)
-    if kind == 2:
-        return (2, store_beats(cfg, insn), store_request_delay(insn), "pop_prev" in d, False,
-                "push_prev" in d, False, insn, seq)
-    return (3, 0, 0, False, False, False, False, insn, seq)
+@lru_cache(maxsize=256)
+def _constants(cfg: EngineConfig) -> tuple[int, ...]:
+    """The numbers :meth:`Replay.run` adds, from the engine's stated timing (read once per
+    configuration: ``run`` is the mapper's inner loop)."""
+    t = EngineTiming(cfg)
+    dt, lt, ct, st = t.dispatch, t.load, t.compute, t.store
+    token = t.tokens.latency
+    return (dt.queue_depth, dt.decode_latency, dt.check_latency, dt.queue_latency,
+            dt.room_latency, lt.request_delay, lt.release,
+            cfg.read_latency + lt.write_latency + token,   # a load's last grant to its token
+            st.release, st.push_delay + token, st.config_cycles,
+            ct.descriptor_latency, ct.writeback_latency + token,   # a tile's last row to token
+            ct.source_depth, ct.writeback_depth, ct.room_latency,
+            st.request_delay(isa.store(0, 1, 1, 0, 0, False)))
 
 
 class Replay:
     """The event model of the engine running a program, fed in pieces.
 
     Each instruction's start is resolved as soon as everything it waits for is known: its
-    dispatch (program order, one per cycle, waiting while its queue holds ``queue_depth``
-    instructions not yet started), its unit being free, the tokens it pops. The compute unit's
-    timing then follows from formulas; loads and stores also need the memory port, which
-    :class:`_Port` settles in time order, one finished instruction at a time.
+    dispatch (program order, one per cycle through the decode FIFO, waiting while its queue is
+    full: :class:`rtl.dispatch.DispatchTiming`), its unit being free, the tokens it pops, and
+    for a COMPUTE room in its sources' and the writeback's descriptor FIFOs. The compute
+    unit's timing then follows from :class:`ArrayModel`; loads and stores also need the
+    memory port, which :class:`_Port` settles in time order, one finished instruction at a time.
 
     :meth:`feed` appends instructions and :meth:`run` advances as far as the instructions fed
     so far decide (with ``final``, to the end). Between pieces, :meth:`snapshot` describes the
     state relative to time and :meth:`shift` moves it forward, which is how
     :func:`stream_cycles` skips runs of identical pieces once the state repeats. Every time in
     the state is a cycle number and the model only adds constants and takes maxima, so a state
-    that repeats shifted by D cycles after a piece repeats so again after the same piece.
-    (``run`` is written as one loop over local variables: it is the mapper's inner loop.)
+    that repeats shifted by D cycles after a piece repeats so again after the same piece. (With
+    memory stalls the port's grants follow a pattern that does not shift, so no piece is
+    skipped.) (``run`` is written as one loop over local variables: it is the mapper's inner
+    loop.)
     """
 
-    def __init__(self, cfg: EngineConfig, *, record: bool = False, ideal_memory: bool = False):
+    def __init__(self, cfg: EngineConfig, *, record: bool = False, ideal_memory: bool = False,
+                 stall: int = 0):
         self.cfg = cfg
+        self.t = t = _timing(cfg)
+        self.k = _constants(cfg)
         self.ideal = ideal_memory
-        self.lat = _mem_latency(cfg)
-        self.tile = TileTiming(cfg)
-        #: a result row's latency through the tile engine and the writeback's extra stages:
-        #: every completion time the replay computes starts from it
-        self.result_latency = self.tile.latency + WRITEBACK_EXTRA
+        self.lat = cfg.read_latency
+        self.array = ArrayModel(cfg)
         self.os = cfg.dataflow == "os"
+        self.stall = stall
         self.fed: deque = deque()                     # records not yet dispatched
         self.fed_per_queue = [0, 0, 0]
         self.pending = [deque(), deque(), deque()]    # [ready, record], dispatched, not started
-        self.history = [deque(maxlen=QUEUE_DEPTH) for _ in range(3)]  # starts of started ones
-        self.tokens = {name: deque() for name in ("l2c", "c2l", "c2s", "s2c")}
+        qd = t.dispatch.queue_depth
+        self.history = [deque(maxlen=qd) for _ in range(3)]  # starts of the started ones
+        self.tokens = {name: deque() for name in isa.TOKENS}
         self.free = [0, 0, 0]                         # load, compute, store
         # [ready, beats left, record] while the load / store unit has beats for the port
         self.busy: list[list | None] = [None, None]
-        self.port = _Port()
-        self.last_dispatch = -1
-        self.beat_free = 0      # next cycle the array may take a beat
-        self.prev_last = NEVER  # os: cycle the previous tile's last beat was taken
-        self.weights_free = 0   # ws: first cycle the next weights may load
-        self.b_next = 0         # ws: next cycle the weight stream can deliver
+        self.port = _Port(_calendar(stall))
+        # the dispatcher: d of the last instruction into the decode FIFO, w of the last
+        # decode_depth ones into their queues
+        self.d_last = 0
+        if t.dispatch.decode_depth != 2:
+            raise NotImplementedError("the model's dispatcher is written for a decode FIFO of "
+                                      f"two entries, not {t.dispatch.decode_depth}")
+        self.w_last = (NEVER, NEVER)   # the last two queue writes
+        # the compute unit: its sources' descriptor takes and its tiles' last rows out, for
+        # their FIFOs' room
+        self.taus_a = deque(maxlen=t.compute.source_depth)
+        self.taus_b = deque(maxlen=t.compute.source_depth)
+        self.outs = deque(maxlen=t.compute.writeback_depth)
         self.end = 0
         self.counts = [0, 0, 0, 0]  # instructions, array beats, load beats, store beats
         self.array_work = 0         # cycles the computes issued hold the array, at the least
@@ -274,29 +375,29 @@ class Replay:
         #: waits for a token (c2l, c2s), so the other unit may use the port until it could ask
         self.promise = (False, False)
 
-    def feed(self, insns) -> None:
+    def feed(self, insns: Iterable[Insn]) -> None:
         cfg, fed, per_queue = self.cfg, self.fed, self.fed_per_queue
         seq = self.seq
         for insn in insns:
-            rec = _record(cfg, insn, seq)
+            rec = record(cfg, insn, seq)
             fed.append(rec)
-            per_queue[_QUEUE[rec[0]]] += 1
+            per_queue[rec.queue] += 1
             seq += 1
         self.seq = seq
 
-    def feed_records(self, records: Sequence[tuple], per_queue: Sequence[int]) -> None:
+    def feed_records(self, records: Sequence[Rec], per_queue: Sequence[int]) -> None:
         """Append instructions already made into records (their ``seq`` is not kept)."""
         self.fed.extend(records)
         for q in range(3):
             self.fed_per_queue[q] += per_queue[q]
         self.seq += len(records)
 
-    def records(self, insns) -> tuple[list[tuple], list[int]]:
+    def records(self, insns: Iterable[Insn]) -> tuple[list[Rec], list[int]]:
         """Records of ``insns`` and how many go to each queue, for :meth:`feed_records`."""
-        recs = [_record(self.cfg, insn, -1) for insn in insns]
+        recs = [record(self.cfg, insn) for insn in insns]
         per_queue = [0, 0, 0]
         for rec in recs:
-            per_queue[_QUEUE[rec[0]]] += 1
+            per_queue[rec.queue] += 1
         return recs, per_queue
 
     def timing(self) -> ProgramTiming:
@@ -304,20 +405,21 @@ class Replay:
         if self.record is not None:
             per_insn = [self.record[i] for i in range(self.seq)]
         insns, beats, loads, stores = self.counts
-        return ProgramTiming(cycles=self.end + 1, compute_cycles=beats, load_beats=loads,
-                             store_beats=stores, port_wait_cycles=self.port.wait,
-                             instructions=insns, per_insn=per_insn)
+        return ProgramTiming(cycles=self.end + self.t.done_latency, compute_cycles=beats,
+                             load_beats=loads, store_beats=stores,
+                             port_wait_cycles=self.port.wait, instructions=insns,
+                             per_insn=per_insn)
 
     def run(self, final: bool = False) -> None:
         """Advance until the next memory beat would depend on instructions not fed yet."""
-        cfg = self.cfg
-        r = cfg.rows
-        lat = self.lat
+        (qd, decode_latency, check_latency, queue_latency, room, load_delay, load_release,
+         load_done, store_release, store_push, config_cycles, desc_latency, wb_done,
+         src_depth, wb_depth, fifo_room, raw_store_delay) = self.k
         os_ = self.os
         ideal = self.ideal
-        min_tile = self.tile.min_tile_cycles
-        result_latency = self.result_latency
-        swap = self.tile.weight_swap_cycles
+        array = self.array
+        issue = array.issue
+        min_tile = array.min_tile
         fed, per_queue = self.fed, self.fed_per_queue
         pend = self.pending
         pend_l, pend_c, pend_s = pend
@@ -325,15 +427,17 @@ class Replay:
         hist_l, hist_c, hist_s = hist
         t_l2c, t_c2l = self.tokens["l2c"], self.tokens["c2l"]
         t_c2s, t_s2c = self.tokens["c2s"], self.tokens["s2c"]
+        taus_a, taus_b, outs = self.taus_a, self.taus_b, self.outs
         free = self.free
         busy = self.busy
         port = self.port
+        cal = port.cal
         counts = self.counts
         record = self.record
         starts = self._starts
-        last_dispatch = self.last_dispatch
-        beat_free, prev_last = self.beat_free, self.prev_last
-        weights_free, b_next = self.weights_free, self.b_next
+        d_last = self.d_last
+        w_last = self.w_last
+        w_back, w_prev = w_last   # the decode FIFO's two entries: (decode_depth == 2)
         end = self.end
         array_work = self.array_work
 
@@ -344,71 +448,81 @@ class Replay:
             progress = True
             while progress:
                 progress = False
-                # the dispatcher: program order, one per cycle, waiting while the queue is full
+                # the dispatcher: program order, one per cycle through the decode FIFO, into
+                # its queue once the queue has room
                 while fed:
                     rec = fed[0]
-                    q = _QUEUE[rec[0]]
+                    q = rec.queue
                     waiting = len(pend[q])
-                    if waiting >= QUEUE_DEPTH:
+                    if waiting >= qd:
                         break
-                    t = last_dispatch + 1
-                    back = QUEUE_DEPTH - waiting
+                    d = d_last + decode_latency
+                    if w_back >= d:   # the decode FIFO's entry decode_depth back frees
+                        d = w_back + 1
+                    w = d + check_latency
+                    if w_prev >= w:
+                        w = w_prev + 1
+                    back = qd - waiting
                     h = hist[q]
-                    if len(h) >= back and h[-back] >= t:
-                        t = h[-back] + 1
+                    if len(h) >= back and h[-back] + room > w:
+                        w = h[-back] + room
                     fed.popleft()
                     per_queue[q] -= 1
-                    last_dispatch = t
-                    pend[q].append([t + DISPATCH_LATENCY, rec])
+                    d_last = d
+                    w_back, w_prev = w_prev, w
+                    pend[q].append([w + queue_latency, rec])
                     progress = True
-                # the compute unit: its timing depends on tokens only, never on the port
+                # the compute unit: its timing depends on tokens and its own FIFOs, never on
+                # the port
                 while pend_c:
                     ready, rec = pend_c[0]
-                    _, extent, _, pop_l2c, pop_s2c, push_c2l, push_c2s, _, seq = rec
-                    if (pop_l2c and not t_l2c) or (pop_s2c and not t_s2c):
+                    if (rec.pop_prev and not t_l2c) or (rec.pop_next and not t_s2c):
                         break
                     pend_c.popleft()
-                    start = max(ready, free[1])
-                    if pop_l2c:
-                        start = max(start, t_l2c.popleft())
-                    if pop_s2c:
-                        start = max(start, t_s2c.popleft())
+                    start = ready if ready > free[1] else free[1]
+                    if rec.pop_prev:
+                        token = t_l2c.popleft()
+                        if token > start:
+                            start = token
+                    if rec.pop_next:
+                        token = t_s2c.popleft()
+                        if token > start:
+                            start = token
+                    # room in the descriptor FIFOs: their entries source_depth back taken
+                    if len(taus_a) == src_depth:
+                        room_at = taus_a[0] + fifo_room
+                        if not os_ and taus_b[0] > taus_a[0]:
+                            room_at = taus_b[0] + fifo_room
+                        if room_at > start:
+                            start = room_at
+                    if len(outs) == wb_depth and outs[0] + fifo_room > start:
+                        start = outs[0] + fifo_room
                     free[1] = start + 1
-                    first = max(start + COMPUTE_ISSUE_LATENCY, beat_free)
-                    if os_:
-                        last = max(first + extent - 1, prev_last + min_tile)
-                        prev_last = last
-                        beat_free = last + 1
-                        done = last + result_latency + r  # written into the accumulator
-                        array_work += max(extent, min_tile)
-                    else:
-                        load_w = max(b_next, weights_free, start + COMPUTE_ISSUE_LATENCY)
-                        b_next = load_w + r
-                        if b_next > first:
-                            first = b_next
-                        weights_free = first + swap
-                        last = first + extent - 1
-                        beat_free = last + 1
-                        done = last + result_latency + 1
-                        array_work += extent
+                    extent = rec.size
+                    tau_a, tau_b, _, last, out = issue(start + desc_latency, extent)
+                    taus_a.append(tau_a)
+                    taus_b.append(tau_b)
+                    outs.append(out)
+                    array_work += max(extent, min_tile) if os_ else extent
+                    done = out + wb_done   # in the accumulator, its tokens there
                     counts[1] += extent
-                    if push_c2l:
-                        t_c2l.append(done + 1)
-                    if push_c2s:
-                        t_c2s.append(done + 1)
+                    if rec.push_prev:
+                        t_c2l.append(done)
+                    if rec.push_next:
+                        t_c2s.append(done)
                     hist_c.append(start)
                     counts[0] += 1
-                    if done + 1 > end:
-                        end = done + 1
+                    if done > end:
+                        end = done
                     if record is not None:
-                        starts[seq] = start
-                        finished(seq, done + 1)
+                        starts[rec.seq] = start
+                        finished(rec.seq, done)
                     progress = True
                 # the load and store units take their next instruction once idle
                 for u, pq, h, q in ((0, pend_l, hist_l, 0), (1, pend_s, hist_s, 2)):
                     while busy[u] is None and pq:
                         ready, rec = pq[0]
-                        kind, size, delay, pop, _, push, _, _, seq = rec
+                        pop = rec.pop_next if u == 0 else rec.pop_prev
                         tokens = t_c2l if u == 0 else t_c2s
                         if pop and not tokens:
                             break
@@ -419,28 +533,28 @@ class Replay:
                         h.append(start)
                         counts[0] += 1
                         if record is not None:
-                            starts[seq] = start
+                            starts[rec.seq] = start
                         progress = True
-                        if kind == 3:   # CONFIG
-                            free[q] = start + 1
-                            end = max(end, start + 1)
+                        if rec.op is Op.CONFIG:
+                            free[q] = start + config_cycles
+                            end = max(end, start + config_cycles)
                             if record is not None:
-                                finished(seq, start + 1)
+                                finished(rec.seq, start + config_cycles)
                             continue
-                        counts[2 if kind == 0 else 3] += size
+                        counts[2 if u == 0 else 3] += rec.size
                         if ideal:
                             # unbounded bandwidth, no latency: the data is there when asked for
                             free[q] = start + 1
-                            if push:
-                                (t_l2c if kind == 0 else t_s2c).append(start + 1)
+                            if rec.push_next if u == 0 else rec.push_prev:
+                                (t_l2c if u == 0 else t_s2c).append(start + 1)
                             end = max(end, start + 1)
                             if record is not None:
-                                finished(seq, start + 1)
+                                finished(rec.seq, start + 1)
                             continue
-                        if kind == 0:
-                            busy[0] = [start + LOAD_REQUEST_DELAY, size, rec]
+                        if u == 0:
+                            busy[0] = [start + load_delay, rec.size, rec]
                         else:
-                            busy[1] = [start + delay, size, rec]
+                            busy[1] = [start + rec.delay, rec.size, rec]
             load, store = busy
             if load is None and store is None:
                 break
@@ -457,13 +571,12 @@ class Replay:
                 tq = t_c2l if u == 0 else t_c2s
                 if tq:
                     token = tq[0]
-                elif os_:   # the next token comes from a compute not yet issued
-                    token = prev_last + min_tile + result_latency + r + 1
-                else:
-                    token = beat_free + result_latency + 2
-                start = max(token, free[2 * u], last_dispatch + len(fed) + 1 + DISPATCH_LATENCY)
-                horizon = start + (LOAD_REQUEST_DELAY if u == 0 else STORE_SETUP + STORE_READ + 1)
-            if horizon is None and (load is None or store is None):
+                else:   # the next token comes from a compute not yet issued
+                    token = array.earliest_out() + wb_done
+                soonest = w_prev + len(fed) + 1 + queue_latency
+                start = max(token, free[2 * u], soonest)
+                horizon = start + (load_delay if u == 0 else raw_store_delay)
+            if horizon is None and (load is None or store is None) and cal is None:
                 # one unit alone, nothing to stop it: its beats run back to back (inlined
                 # _Port._alone, the common case)
                 req = load if store is None else store
@@ -480,74 +593,76 @@ class Replay:
             if unit == "load":
                 rec = load[2]
                 busy[0] = None
-                free[0] = last + LOAD_RELEASE
-                finish = last + lat + LOAD_WRITE
-                if rec[5]:
+                free[0] = last + load_release
+                finish = last + load_done
+                if rec.push_next:
                     t_l2c.append(finish)
             else:
                 rec = store[2]
                 busy[1] = None
-                free[2] = finish = last + STORE_RELEASE
-                if rec[5]:
+                free[2] = last + store_release
+                finish = last + store_push
+                if rec.push_prev:
                     t_s2c.append(finish)
+                finish = max(finish, free[2])
             if finish > end:
                 end = finish
             if record is not None:
-                finished(rec[8], finish)
+                finished(rec.seq, finish)
 
-        self.last_dispatch = last_dispatch
-        self.beat_free, self.prev_last = beat_free, prev_last
-        self.weights_free, self.b_next = weights_free, b_next
+        self.d_last = d_last
+        self.w_last = (w_back, w_prev)
         self.end = end
         self.array_work = array_work
         if final and (fed or any(pend)):
             rec = fed[0] if fed else next(p[1] for q in pend for p in q)
-            kind = ("LOAD", "COMPUTE", "STORE", "CONFIG")[rec[0]]
-            raise ValueError(f"program deadlocks: instruction {rec[8]} ({kind}) waits for a "
-                             f"token that is never pushed")
+            raise ValueError(f"program deadlocks: instruction {rec.seq} ({rec.op.name}) waits "
+                             f"for a token that is never pushed")
 
     def bound(self, array_work: int, port_beats: int) -> int:
         """A lower bound on the program's cycles, given its total array cycles and memory
         beats (as :meth:`mapping.gemm.Schedule.work` counts them): the array still has the
         computes not yet issued to run, then its latency; the port the beats not yet granted,
         then at least a store's release."""
+        done, wb_done, store_release = self.t.done_latency, self.k[12], self.k[8]
         left = array_work - self.array_work
-        latency = self.result_latency
-        if self.os:
-            array = self.prev_last + left + latency + self.cfg.rows + 2
-        else:
-            array = self.beat_free - 1 + left + latency + 3
+        a = self.array
+        last_beat = a.pf + a.source_latency
+        array = last_beat + left + a.out_delay + wb_done + done
         port = self.port.free + port_beats - self.counts[2] - self.counts[3]
         for b in self.busy:
             if b is not None:
                 port += b[1]
-        return max(self.end + 1, array, port + 2)
+        return max(self.end + done, array, port + store_release)
 
     # -- repeating states ------------------------------------------------------------------
-
-    def _time_fields(self) -> list[str]:
-        extra = ["prev_last"] if self.os else ["weights_free", "b_next"]
-        return ["last_dispatch", "beat_free", "end"] + extra
 
     def snapshot(self) -> tuple[tuple, list[int], list[int]]:
         """(structure, times, counters) of the state. Two states with equal structure whose
         times differ by one constant evolve alike under the same instructions."""
-        last_dispatch = self.last_dispatch
-        struct: list = [self.port.last_load, tuple(rec[:7] for rec in self.fed)]
-        times = [getattr(self, f) for f in self._time_fields()]
+        w_prev = self.w_last[-1]
+        # (rec[:8] is Rec.timing_key, inline: this is on the mapper's hot path)
+        struct: list = [self.port.last_load, tuple(rec[:8] for rec in self.fed)]
+        times = [self.d_last, self.end]
+        _split(self.w_last, struct, times)
+        _split((getattr(self.array, name) for name in ArrayModel.TIMES), struct, times)
+        for dq in (self.taus_a, self.taus_b, self.outs):
+            struct.append(len(dq))
+            times.extend(dq)
         times += self.free
         times.append(self.port.free)
+        qd = self.k[0]
         for q in range(3):
             pq = self.pending[q]
-            struct.append(tuple(p[1][:7] for p in pq))
+            struct.append(tuple(p[1][:8] for p in pq))
             times.extend(p[0] for p in pq)
             # the dispatcher will look at no start older than the last ``depth - waiting``,
-            # nor be held by one at or before its last dispatch
+            # nor be held by one at or before its last queue write
             h = self.history[q]
-            recent = list(h)[max(0, len(h) - (QUEUE_DEPTH - len(pq))):]
-            struct.append((len(h), tuple(s > last_dispatch for s in recent)))
-            times.extend(s for s in recent if s > last_dispatch)
-        for name in ("l2c", "c2l", "c2s", "s2c"):
+            recent = list(h)[max(0, len(h) - (qd - len(pq))):]
+            struct.append((len(h), tuple(s > w_prev for s in recent)))
+            times.extend(s for s in recent if s > w_prev)
+        for name in isa.TOKENS:
             tq = self.tokens[name]
             struct.append(len(tq))
             times.extend(tq)
@@ -555,20 +670,30 @@ class Replay:
             if b is None:
                 struct.append(None)
             else:
-                struct.append((b[1], b[2][:7]))
+                struct.append((b[1], b[2][:8]))
                 times.append(b[0])
         return tuple(struct), times, self.counts + [self.port.wait, self.array_work]
 
     def shift(self, delta: int, counts: list[int]) -> None:
         """Move every time forward by ``delta`` cycles and add ``counts`` to the counters."""
-        for f in self._time_fields():
-            setattr(self, f, getattr(self, f) + delta)
+        def moved(v: int) -> int:
+            return v if v == NEVER else v + delta
+
+        self.d_last += delta
+        self.end += delta
+        self.w_last = tuple(moved(w) for w in self.w_last)
+        for name in ArrayModel.TIMES:
+            setattr(self.array, name, moved(getattr(self.array, name)))
+        for attr in ("taus_a", "taus_b", "outs"):
+            dq = getattr(self, attr)
+            setattr(self, attr, deque((v + delta for v in dq), maxlen=dq.maxlen))
         self.free = [f + delta for f in self.free]
         self.port.free += delta
         for q in range(3):
             for p in self.pending[q]:
                 p[0] += delta
-            self.history[q] = deque((s + delta for s in self.history[q]), maxlen=QUEUE_DEPTH)
+            h = self.history[q]
+            self.history[q] = deque((s + delta for s in h), maxlen=h.maxlen)
         for name in self.tokens:
             self.tokens[name] = deque(t + delta for t in self.tokens[name])
         for b in self.busy:
@@ -594,12 +719,15 @@ class _Keys:
         return k
 
 
-def program_cycles(cfg: EngineConfig, program: Sequence[Insn]) -> ProgramTiming:
+def program_cycles(cfg: EngineConfig, program: Sequence[Insn], *,
+                   stall: int = 0) -> ProgramTiming:
     """Replay the program through the dispatcher, the three units and the memory port.
 
-    Raises ``ValueError`` for a program whose tokens deadlock.
+    ``stall``: the simulation memory refuses requests with this chance out of 256 (its LFSR's
+    pattern, restarted with the program). Raises ``ValueError`` for a program whose tokens
+    deadlock.
     """
-    replay = Replay(cfg, record=True)
+    replay = Replay(cfg, record=True, stall=stall)
     replay.feed(program)
     replay.run(final=True)
     return replay.timing()
@@ -609,7 +737,7 @@ def stream_cycles(cfg: EngineConfig, prologue: Sequence[Insn], n: int,
                   key: Callable[[int], Hashable], piece: Callable[[int], Sequence[Insn]],
                   periods: Sequence[int] = (1, 2), *, ideal_memory: bool = False,
                   promise: tuple[bool, bool] = (False, False),
-                  records: Callable[[int], tuple[list[tuple], list[int]]] | None = None,
+                  records: Callable[[int], tuple[list[Rec], list[int]]] | None = None,
                   ) -> ProgramTiming:
     """:func:`program_cycles` of ``prologue + piece(0) + ... + piece(n - 1)``, without building
     runs of pieces that repeat (see :func:`stream_steps`)."""
@@ -627,7 +755,7 @@ def stream_steps(cfg: EngineConfig, prologue: Sequence[Insn], n: int,
                  periods: Sequence[int] = (1, 2), *, ideal_memory: bool = False,
                  work: tuple[int, int] | None = None,
                  promise: tuple[bool, bool] = (False, False),
-                 records: Callable[[int], tuple[list[tuple], list[int]]] | None = None):
+                 records: Callable[[int], tuple[list[Rec], list[int]]] | None = None):
     """Replay ``prologue + piece(0) + ... + piece(n - 1)`` piece by piece, skipping runs of
     pieces that repeat; a generator that returns the :class:`ProgramTiming`.
 
@@ -652,7 +780,7 @@ def stream_steps(cfg: EngineConfig, prologue: Sequence[Insn], n: int,
     keys = _Keys(key)
     snaps: dict[int, tuple] = {}
     j = 0
-    made: dict[Hashable, tuple[list[tuple], list[int]]] = {}
+    made: dict[Hashable, tuple[list[Rec], list[int]]] = {}
     if work is not None:
         yield replay.bound(*work)   # before anything runs: the work alone
     while j < n:
@@ -697,3 +825,24 @@ def check_program(cfg: EngineConfig, program: Sequence[Insn]) -> None:
     """Assemble (which checks every instruction) and replay (which finds token deadlocks)."""
     isa.assemble(program, cfg)
     program_cycles(cfg, program)
+
+
+def mark(items: list, first: Iterable[str], last: Iterable[str]) -> list:
+    """Put dependency flags on the first and the last of a group of instructions or records
+    (a synchronization unit: the group waits for tokens once and gives them once)."""
+    if not items:
+        return items
+    for i, flags in ((0, frozenset(first)), (-1, frozenset(last))):
+        if not flags:
+            continue
+        item = items[i]
+        if isinstance(item, Rec):
+            items[i] = _flagged(item, flags)
+        else:
+            items[i] = Insn(item.op, item.args, item.deps | flags)
+    return items
+
+
+@lru_cache(maxsize=4096)
+def _flagged(rec: Rec, flags: frozenset[str]) -> Rec:
+    return rec._replace(**dict.fromkeys(flags, True))

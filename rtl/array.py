@@ -9,7 +9,13 @@ from amaranth.lib.wiring import In, Out
 from .config import EngineConfig
 from .pe import PE
 
-__all__ = ["SystolicArray"]
+__all__ = ["SystolicArray", "array_latency"]
+
+
+def array_latency(config: EngineConfig) -> int:
+    """Cycles for an operand entering PE(0,0) to reach PE(rows-1, cols-1)'s output: it hops
+    ``rows + cols - 2`` PEs, then the last PE's product and sum registers."""
+    return (config.rows + config.cols - 2) * PE.hop + PE.latency
 
 
 class SystolicArray(wiring.Component):
@@ -39,8 +45,8 @@ class SystolicArray(wiring.Component):
 
     @property
     def latency(self) -> int:
-        """Cycles for an operand entering PE(0,0) to reach PE(rows-1, cols-1)'s output."""
-        return (self.config.rows + self.config.cols - 2) * PE.hop + PE.latency
+        """See :func:`array_latency`."""
+        return array_latency(self.config)
 
     def elaborate(self, platform):
         m = Module()

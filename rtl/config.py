@@ -25,6 +25,7 @@ __all__ = [
     "add_config_arguments",
     "config_from_args",
     "preset",
+    "read_toml",
     "refuse",
 ]
 
@@ -124,6 +125,12 @@ class EngineConfig:
         return self.rows * self.cols
 
     @property
+    def read_latency(self) -> int:
+        """Cycles from a memory read's acceptance to its data: ``mem_latency``, at least one (a
+        memory answers no earlier than the cycle after it was asked)."""
+        return max(1, self.mem_latency)
+
+    @property
     def key(self) -> str:
         """A short stable hash of the hardware parameters, for build caches and result files."""
         blob = json.dumps(self.to_dict(), sort_keys=True).encode()
@@ -173,14 +180,27 @@ class EngineConfig:
         return cls.from_dict(_read_toml(path), base=base)
 
 
-def _read_toml(path: str | Path) -> dict[str, Any]:
+def read_toml(path: str | Path, what: str, error: type[Exception] = ConfigError) -> dict[str, Any]:
+    """The table a TOML file holds; any reason it cannot be read is an ``error`` naming the file
+    as ``what`` ("engine config file", "sweep spec", ...) and the reason."""
     path = Path(path)
+    name = f"{what} {str(path)!r}"
     try:
-        data = tomllib.loads(path.read_text())
+        return tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise ConfigError(f"engine config file {str(path)!r} does not exist") from None
+        raise error(f"{name} does not exist") from None
+    except IsADirectoryError:
+        raise error(f"{name} is a directory, not a file") from None
+    except PermissionError:
+        raise error(f"{name} cannot be read (permission denied)") from None
+    except UnicodeDecodeError:
+        raise error(f"{name} is not UTF-8 text") from None
     except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"engine config file {str(path)!r} is not valid TOML: {e}") from None
+        raise error(f"{name} is not valid TOML: {e}") from None
+
+
+def _read_toml(path: str | Path) -> dict[str, Any]:
+    data = read_toml(path, "engine config file")
     if "engine" in data:
         if not isinstance(data["engine"], dict):
             raise ConfigError(f"{path}: [engine] must be a table")

@@ -1,7 +1,7 @@
 """The instruction set: one ``amaranth.lib.data`` layout, read by the RTL decoder and the assembler.
 
-A program is a list of instructions in four kinds, dispatched to three queues that run
-decoupled, as in VTA:
+A program is a list of instructions in four kinds, dispatched to three queues (:data:`QUEUE_OF`)
+that run decoupled, as in VTA:
 
 - ``LOAD``   (load queue): rows from memory into scratchpad A, B or Q (requantization params);
 - ``COMPUTE`` (compute queue): one tile on the array, from scratchpads A/B into the accumulator;
@@ -17,8 +17,19 @@ and ``next`` (results ready) once its results are in the accumulator; a STORE po
 results and pushes ``prev`` when the accumulator rows are free again.
 
 Memory is byte-addressed. Scratchpad rows: A holds ``rows`` int8 (os: a column of A; ws: a row
-of A), B holds ``cols`` int8 (a row of B), Q holds ``cols`` int32 (three rows per channel block:
-bias, multiplier, shift). Accumulator rows hold ``cols`` accumulators.
+of A), B holds ``cols`` int8 (a row of B), Q holds ``cols`` int32 (:data:`Q_BLOCK`: one row each
+of bias, multiplier and shift per block of ``cols`` output channels). Accumulator rows hold
+``cols`` accumulators.
+
+Everything here is written once and read by the RTL (decoder, units), the assembler, the tiler,
+the operand builder and the cycle model: the layout, the opcode -> queue map, the token each
+dependency flag moves, the Q block's rows, and :class:`ErrorCode`, what the hardware raises for
+each kind of instruction the assembler refuses (:attr:`AsmError.code` names the same).
+
+Adding an instruction: its opcode in :class:`Op`, its layout in the ``args`` union, its queue in
+:data:`QUEUE_OF`, its flags in :data:`POPS`/:data:`PUSHES`, its checks in :func:`check` (with
+the :class:`ErrorCode` the hardware raises) and in ``rtl/dispatch.py``'s decoder, then the unit
+that runs it (its timing property) and its line in ``mapping/program.py``'s model.
 """
 
 from __future__ import annotations
@@ -27,14 +38,16 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from amaranth.hdl import signed
+from amaranth.hdl import Shape, signed
 from amaranth.lib import data, enum
 
 from .config import ConfigError, EngineConfig
 
 __all__ = [
-    "ADDR_BITS", "AsmError", "Insn", "Op", "Spad", "assemble", "disassemble", "decode",
-    "encode", "geometry", "insn_layout", "parse",
+    "ADDR_BITS", "AsmError", "ErrorCode", "Insn", "Op", "POPS", "PUSHES", "QUEUE_OF",
+    "Q_BLOCK", "Q_BLOCK_ROWS", "Queue", "Spad", "TOKENS", "assemble", "check", "compute",
+    "config", "decode", "disassemble", "encode", "geometry", "insn_layout", "load", "parse",
+    "q_block_row", "store",
 ]
 
 ADDR_BITS = 32
@@ -53,6 +66,51 @@ class Spad(enum.Enum, shape=2):
     A = 0
     B = 1
     Q = 2
+
+
+class Queue(enum.Enum, shape=2):
+    """The engine's three instruction queues, one per unit, in the order data flows."""
+
+    LOAD = 0
+    COMPUTE = 1
+    STORE = 2
+
+
+#: The queue each operation goes to. CONFIG sets the store path's post-op stages, so it runs in
+#: order with the stores around it.
+QUEUE_OF = {Op.LOAD: Queue.LOAD, Op.COMPUTE: Queue.COMPUTE, Op.STORE: Queue.STORE,
+            Op.CONFIG: Queue.STORE}
+
+#: The dependency-token channels between neighbouring queues: load -> compute (operands are in
+#: the scratchpads), compute -> load (a scratchpad buffer is free again), compute -> store
+#: (results are in the accumulator), store -> compute (an accumulator buffer is free again).
+TOKENS = ("l2c", "c2l", "c2s", "s2c")
+#: The channel each dependency flag pops (waits for and takes), per operation
+POPS = {Op.LOAD: {"pop_next": "c2l"},
+        Op.COMPUTE: {"pop_prev": "l2c", "pop_next": "s2c"},
+        Op.STORE: {"pop_prev": "c2s"},
+        Op.CONFIG: {}}
+#: The channel each dependency flag pushes (gives a token on), per operation
+PUSHES = {Op.LOAD: {"push_next": "l2c"},
+          Op.COMPUTE: {"push_prev": "c2l", "push_next": "c2s"},
+          Op.STORE: {"push_prev": "s2c"},
+          Op.CONFIG: {}}
+
+
+class ErrorCode(enum.Enum, shape=4):
+    """Why the engine refused an instruction (it stops and raises ``error``). Each is the
+    hardware's side of an assembler check (:attr:`AsmError.code`)."""
+
+    NONE = 0
+    OPCODE = 1     # not one of the operations
+    SPAD = 2       # LOAD into a scratchpad that does not exist
+    OVERRUN = 3    # rows beyond a scratchpad or the accumulator
+    EXTENT = 4     # zero rows, zero extent, a row longer than the scratchpad's, cols > array
+    DEPS = 5       # a dependency flag that makes no sense on the instruction's queue
+    RANGE = 6      # a CONFIG value outside the operand range, or qmin above qmax
+    ALIGN = 7      # an int32 transfer (Q load, raw store) not on a 4-byte boundary
+    STRIDE = 8     # a store whose rows would overwrite each other (stride < row bytes)
+    ADDRESS = 9    # a transfer that runs past the 32-bit address space (found as it runs)
 
 
 deps_layout = data.StructLayout({
@@ -83,7 +141,7 @@ store_layout = data.StructLayout({
     "addr": ADDR_BITS,      # memory byte address of the first row
     "stride": ADDR_BITS,    # bytes between rows in memory
     "requant": 1,           # 1: through the requantizer to int8; 0: raw little-endian int32
-    "q_row": ROW_BITS,      # scratchpad Q row of the bias (multiplier +1, shift +2)
+    "q_row": ROW_BITS,      # scratchpad Q row of the channel block (Q_BLOCK: bias, mult, shift)
 })
 
 config_layout = data.StructLayout({
@@ -107,27 +165,42 @@ INSN_BITS = insn_layout.size
 
 #: bits of a Q-scratchpad value
 Q_BITS = 32
-#: channel blocks the Q scratchpad holds (three rows each)
+#: the rows of one channel block of scratchpad Q, in order; each holds ``cols`` int32 values,
+#: one per output channel of the block
+Q_BLOCK = ("bias", "multiplier", "shift")
+Q_BLOCK_ROWS = len(Q_BLOCK)
+#: channel blocks scratchpad Q holds
 Q_BLOCKS = 256
 
-_DEP_NAMES = ("pop_prev", "pop_next", "push_prev", "push_next")
-# Which dependency flags make sense on which queue (no queue before load, none after store).
-_ALLOWED_DEPS = {
-    Op.LOAD: {"pop_next", "push_next"},
-    Op.COMPUTE: set(_DEP_NAMES),
-    Op.STORE: {"pop_prev", "push_prev"},
-    Op.CONFIG: set(),
-}
-_FIELDS = {
-    Op.LOAD: ("spad", "row", "rows", "length", "addr", "stride"),
-    Op.COMPUTE: ("a_row", "b_row", "acc_row", "extent", "accumulate"),
-    Op.STORE: ("acc_row", "rows", "cols", "addr", "stride", "requant", "q_row"),
-    Op.CONFIG: ("zero_point", "qmin", "qmax", "relu"),
-}
+
+def q_block_row(block: int, name: str) -> int:
+    """The scratchpad Q row (or, times the row size, the memory offset) of row ``name`` of
+    channel block ``block``."""
+    return block * Q_BLOCK_ROWS + Q_BLOCK.index(name)
+
+
+_DEP_NAMES = tuple(name for name, _ in deps_layout)
+#: Which dependency flags an operation may carry: those that move a token
+_ALLOWED_DEPS = {op: set(POPS[op]) | set(PUSHES[op]) for op in Op}
+
+
+def _layout_fields(layout: data.StructLayout) -> tuple[str, ...]:
+    return tuple(name for name, _ in layout)
+
+
+_LAYOUTS = {Op.LOAD: load_layout, Op.COMPUTE: compute_layout, Op.STORE: store_layout,
+            Op.CONFIG: config_layout}
+_FIELDS = {op: _layout_fields(layout) for op, layout in _LAYOUTS.items()}
 
 
 class AsmError(ConfigError):
-    """An instruction or program the engine cannot run; the message says which and why."""
+    """An instruction or program the engine cannot run; the message says which and why, and
+    ``code`` is the :class:`ErrorCode` the engine raises for the same instruction (``None``
+    for what no instruction word can hold: a value wider than its field, an unknown field)."""
+
+    def __init__(self, message: str, code: ErrorCode | None = None):
+        super().__init__(message)
+        self.code = code
 
 
 @dataclass(frozen=True)
@@ -153,9 +226,9 @@ def geometry(config: EngineConfig) -> Geometry:
     g = Geometry(
         a_rows=min(config.spad_kib * 1024 // (rows * in_bytes), 1 << ROW_BITS),
         b_rows=min(config.spad_kib * 1024 // (cols * in_bytes), 1 << ROW_BITS),
-        q_rows=3 * Q_BLOCKS,
+        q_rows=Q_BLOCK_ROWS * Q_BLOCKS,
         acc_rows=min(config.acc_kib * 1024 // acc_row_bytes, 1 << ROW_BITS),
-        a_row_bytes=rows * in_bytes, b_row_bytes=cols * in_bytes, q_row_bytes=cols * 4,
+        a_row_bytes=rows * in_bytes, b_row_bytes=cols * in_bytes, q_row_bytes=cols * Q_BITS // 8,
         acc_row_bytes=acc_row_bytes,
     )
     if min(g.a_rows, g.b_rows) < max(rows, cols) or g.acc_rows < max(rows, cols):
@@ -166,18 +239,38 @@ def geometry(config: EngineConfig) -> Geometry:
 
 @dataclass(frozen=True)
 class Insn:
-    """One instruction, in Python. ``args`` holds the fields of its kind (see the layouts)."""
+    """One instruction, in Python. ``args`` holds the fields of its kind (see the layouts).
+
+    Instructions are values: equal when op, fields and flags are, and hashable (a program's
+    instructions can key a dict or fill a set)."""
 
     op: Op
     args: dict[str, int] = field(default_factory=dict)
     deps: frozenset[str] = frozenset()
+
+    def __hash__(self) -> int:
+        return hash((self.op, tuple(sorted(self.args.items())), self.deps))
+
+    @property
+    def queue(self) -> Queue:
+        """The queue (and unit) that runs this instruction."""
+        return QUEUE_OF[self.op]
+
+    def pops(self) -> tuple[str, ...]:
+        """The token channels this instruction waits for and takes (see :data:`TOKENS`)."""
+        return tuple(ch for flag, ch in POPS[self.op].items() if flag in self.deps)
+
+    def pushes(self) -> tuple[str, ...]:
+        """The token channels this instruction gives a token on when it is done."""
+        return tuple(ch for flag, ch in PUSHES[self.op].items() if flag in self.deps)
 
     def __str__(self) -> str:
         parts = [self.op.name.lower()]
         for name in _FIELDS[self.op]:
             value = self.args.get(name, 0)
             if name == "spad":
-                parts.append(Spad(value).name)
+                parts.append(Spad(value).name if value in (s.value for s in Spad)
+                             else f"spad={value}")
             elif name in ("addr",) and value:
                 parts.append(f"{name}=0x{value:x}")
             else:
@@ -200,7 +293,7 @@ def compute(a_row: int, b_row: int, acc_row: int, extent: int, accumulate: bool,
 
 
 def store(acc_row: int, rows: int, cols: int, addr: int, stride: int, requant: bool,
-          q_row: int = 0, *deps: str) -> Insn:
+          *deps: str, q_row: int = 0) -> Insn:
     return Insn(Op.STORE, dict(acc_row=acc_row, rows=rows, cols=cols, addr=addr, stride=stride,
                                requant=int(requant), q_row=q_row), frozenset(deps))
 
@@ -210,87 +303,113 @@ def config(zero_point: int = 0, qmin: int = -128, qmax: int = 127, relu: bool = 
 
 
 def check(insn: Insn, cfg: EngineConfig, where: str = "") -> None:
-    """Refuse an instruction this engine cannot run, naming the field and the limit."""
+    """Refuse an instruction this engine cannot run, naming the field and the limit.
+
+    The :class:`AsmError` carries the :class:`ErrorCode` the engine raises for the same word:
+    every check here but a field's width (which no word can violate) is made by the hardware
+    too (``rtl/dispatch.py`` as it decodes, the load and store units for the address range).
+    """
+    if not isinstance(insn.op, Op):
+        raise AsmError(f"{where}{insn.op!r} is not an operation", ErrorCode.OPCODE)
     g = geometry(cfg)
     at = f"{where}{insn.op.name.lower()}: "
     a = insn.args
     unknown = set(a) - set(_FIELDS[insn.op])
     if unknown:
         raise AsmError(f"{at}unknown field(s) {', '.join(sorted(unknown))}")
-    bad_deps = set(insn.deps) - _ALLOWED_DEPS[insn.op]
-    if bad_deps:
-        raise AsmError(f"{at}dependency flag(s) {', '.join(sorted(bad_deps))} make no sense on "
-                       f"the {insn.op.name.lower()} queue")
     for name in _FIELDS[insn.op]:
         v = a.get(name, 0)
         if not isinstance(v, int) or isinstance(v, bool):
             raise AsmError(f"{at}{name} must be an integer, not {v!r}")
+        lo, hi = _RANGES[insn.op][name]
+        if not lo <= v <= hi:
+            raise AsmError(f"{at}{name}={v} does not fit its {_ARGS[insn.op][name][1]}-bit "
+                           f"field ({lo}..{hi})")
+    unknown_deps = set(insn.deps) - set(_DEP_NAMES)
+    if unknown_deps:
+        raise AsmError(f"{at}unknown dependency flag(s) "
+                       f"{', '.join(sorted(map(repr, unknown_deps)))} (they are "
+                       f"{', '.join(_DEP_NAMES)})")
+    bad_deps = set(insn.deps) - _ALLOWED_DEPS[insn.op]
+    if bad_deps:
+        raise AsmError(f"{at}dependency flag(s) {', '.join(sorted(bad_deps))} make no sense on "
+                       f"a {insn.op.name.lower()} instruction", ErrorCode.DEPS)
     if insn.op == Op.LOAD:
+        if a["spad"] not in (s.value for s in Spad):
+            raise AsmError(f"{at}scratchpad {a['spad']} does not exist (A, B or Q)",
+                           ErrorCode.SPAD)
         spad = Spad(a["spad"])
         depth, width = {Spad.A: (g.a_rows, g.a_row_bytes), Spad.B: (g.b_rows, g.b_row_bytes),
                         Spad.Q: (g.q_rows, g.q_row_bytes)}[spad]
         _span(at, f"scratchpad {spad.name}", a["row"], a["rows"], depth)
         if not 1 <= a["length"] <= width:
             raise AsmError(f"{at}a row of {a['length']} bytes does not fit scratchpad "
-                           f"{spad.name}'s {width}-byte rows")
-        _mem(at, a["addr"], a["stride"], a["rows"], a["length"])
+                           f"{spad.name}'s {width}-byte rows", ErrorCode.EXTENT)
         if spad == Spad.Q and (a["addr"] % 4 or a["stride"] % 4 or a["length"] % 4):
             raise AsmError(f"{at}Q rows hold int32 values: addr, stride and length must be "
                            f"multiples of 4 (got addr={a['addr']}, stride={a['stride']}, "
-                           f"length={a['length']})")
+                           f"length={a['length']})", ErrorCode.ALIGN)
+        _mem(at, a["addr"], a["stride"], a["rows"], a["length"])
     elif insn.op == Op.COMPUTE:
         if a["extent"] < 1:
-            raise AsmError(f"{at}extent must be at least 1, not {a['extent']}")
+            raise AsmError(f"{at}extent must be at least 1, not {a['extent']}", ErrorCode.EXTENT)
         os_ = cfg.dataflow == "os"
         _span(at, "scratchpad A", a["a_row"], a["extent"], g.a_rows)
         _span(at, "scratchpad B", a["b_row"], a["extent"] if os_ else cfg.rows, g.b_rows)
         _span(at, "the accumulator", a["acc_row"], cfg.rows if os_ else a["extent"], g.acc_rows)
-        if a["accumulate"] not in (0, 1):
-            raise AsmError(f"{at}accumulate must be 0 or 1")
     elif insn.op == Op.STORE:
-        _span(at, "the accumulator", a["acc_row"], a["rows"], g.acc_rows)
+        if a["rows"] < 1:
+            raise AsmError(f"{at}row count must be at least 1, not {a['rows']}",
+                           ErrorCode.EXTENT)
         if not 1 <= a["cols"] <= cfg.cols:
-            raise AsmError(f"{at}cols must be between 1 and {cfg.cols}, not {a['cols']}")
-        if a["requant"] not in (0, 1):
-            raise AsmError(f"{at}requant must be 0 or 1")
-        width = a["cols"] * (1 if a["requant"] else 4)
-        _mem(at, a["addr"], a["stride"], a["rows"], width)
-        if a["rows"] > 1 and a["stride"] < width:
-            raise AsmError(f"{at}stride {a['stride']} is shorter than a stored row of {width} "
-                           f"bytes: rows would overwrite each other")
+            raise AsmError(f"{at}cols must be between 1 and {cfg.cols}, not {a['cols']}",
+                           ErrorCode.EXTENT)
+        _span(at, "the accumulator", a["acc_row"], a["rows"], g.acc_rows)
+        if a["requant"]:
+            _span(at, "scratchpad Q", a["q_row"], Q_BLOCK_ROWS, g.q_rows)
+        width = store_row_bytes(insn)
         if not a["requant"] and (a["addr"] % 4 or (a["rows"] > 1 and a["stride"] % 4)):
             raise AsmError(f"{at}misaligned int32 store: addr ({a['addr']}) and stride "
-                           f"({a['stride']}) must be multiples of 4")
-        if a["requant"]:
-            _span(at, "scratchpad Q", a["q_row"], 3, g.q_rows)
-    else:
+                           f"({a['stride']}) must be multiples of 4", ErrorCode.ALIGN)
+        if a["rows"] > 1 and a["stride"] < width:
+            raise AsmError(f"{at}stride {a['stride']} is shorter than a stored row of {width} "
+                           f"bytes: rows would overwrite each other", ErrorCode.STRIDE)
+        _mem(at, a["addr"], a["stride"], a["rows"], width)
+    elif insn.op == Op.CONFIG:
         lo, hi = -(1 << (cfg.in_bits - 1)), (1 << (cfg.in_bits - 1)) - 1
         for name in ("zero_point", "qmin", "qmax"):
             if not lo <= a[name] <= hi:
-                raise AsmError(f"{at}{name} {a[name]} is outside the int{cfg.in_bits} range")
+                raise AsmError(f"{at}{name} {a[name]} is outside the int{cfg.in_bits} range",
+                               ErrorCode.RANGE)
         if a["qmin"] > a["qmax"]:
-            raise AsmError(f"{at}qmin {a['qmin']} is above qmax {a['qmax']}")
-        if a["relu"] not in (0, 1):
-            raise AsmError(f"{at}relu must be 0 or 1")
+            raise AsmError(f"{at}qmin {a['qmin']} is above qmax {a['qmax']}", ErrorCode.RANGE)
+    else:   # pragma: no cover - every Op has a branch above
+        raise AsmError(f"{at}no checks written for this operation", ErrorCode.OPCODE)
+
+
+def store_row_bytes(insn: Insn) -> int:
+    """Bytes a STORE writes per row: ``cols`` int8 when it requantizes, else ``cols`` int32."""
+    return insn.args["cols"] * (1 if insn.args["requant"] else 4)
 
 
 def _span(at: str, what: str, first: int, count: int, depth: int) -> None:
     if count < 1:
-        raise AsmError(f"{at}row count must be at least 1, not {count}")
+        raise AsmError(f"{at}row count must be at least 1, not {count}", ErrorCode.EXTENT)
     if first < 0 or first + count > depth:
         raise AsmError(f"{at}rows {first}..{first + count - 1} overrun {what} "
-                       f"({depth} rows)")
+                       f"({depth} rows)", ErrorCode.OVERRUN)
 
 
 def _mem(at: str, addr: int, stride: int, rows: int, length: int) -> None:
     end = addr + stride * (rows - 1) + length
-    if addr < 0 or stride < 0 or end > (1 << ADDR_BITS):
+    if end > (1 << ADDR_BITS):
         raise AsmError(f"{at}memory range 0x{addr:x}..0x{end:x} is outside the "
-                       f"{ADDR_BITS}-bit address space")
+                       f"{ADDR_BITS}-bit address space", ErrorCode.ADDRESS)
 
 
-def _fields_of(layout: data.Layout, base: int = 0) -> dict[str, tuple[int, int]]:
-    return {name: (base + f.offset, f.width) for name, f in layout}
+def _fields_of(layout: data.Layout, base: int = 0) -> dict[str, tuple[int, int, bool]]:
+    return {name: (base + f.offset, f.width, Shape.cast(f.shape).signed)
+            for name, f in layout}
 
 
 # Bit positions of every field, read from the layout once, so that encoding thousands of
@@ -299,6 +418,9 @@ _OP = insn_layout["op"]
 _DEPS = _fields_of(deps_layout, insn_layout["deps"].offset)
 _ARGS = {op: _fields_of(insn_layout["args"].shape[op.name.lower()].shape,
                         insn_layout["args"].offset) for op in Op}
+#: the values each field can hold, from its width and signedness
+_RANGES = {op: {name: ((-(1 << (w - 1)), (1 << (w - 1)) - 1) if sgn else (0, (1 << w) - 1))
+                for name, (_, w, sgn) in fields.items()} for op, fields in _ARGS.items()}
 
 
 def encode(insn: Insn, cfg: EngineConfig) -> int:
@@ -308,10 +430,12 @@ def encode(insn: Insn, cfg: EngineConfig) -> int:
 
 
 def _pack(insn: Insn) -> int:
+    """The word, unchecked (tests use it to make words the assembler refuses). Fields are cut
+    to their width."""
     word = insn.op.value << _OP.offset
     for name in insn.deps:
         word |= 1 << _DEPS[name][0]
-    for name, (offset, width) in _ARGS[insn.op].items():
+    for name, (offset, width, _) in _ARGS[insn.op].items():
         word |= (insn.args.get(name, 0) & ((1 << width) - 1)) << offset
     return word
 
@@ -322,14 +446,15 @@ def decode(word: int) -> Insn:
     try:
         op = Op(code)
     except ValueError:
-        raise AsmError(f"0x{word:x} has no instruction: opcode {code}") from None
+        raise AsmError(f"0x{word:x} has no instruction: opcode {code}", ErrorCode.OPCODE) \
+            from None
     args = {}
-    for name, (offset, width) in _ARGS[op].items():
+    for name, (offset, width, sgn) in _ARGS[op].items():
         v = (word >> offset) & ((1 << width) - 1)
-        if name in ("zero_point", "qmin", "qmax") and v >> (width - 1):
+        if sgn and v >> (width - 1):
             v -= 1 << width
         args[name] = v
-    deps = frozenset(name for name, (offset, _) in _DEPS.items() if (word >> offset) & 1)
+    deps = frozenset(name for name, (offset, _, _) in _DEPS.items() if (word >> offset) & 1)
     return Insn(op, args, deps)
 
 
@@ -338,7 +463,7 @@ def assemble(program: Iterable[Insn], cfg: EngineConfig) -> list[int]:
     words = []
     for pc, insn in enumerate(program):
         check(insn, cfg, where=f"instruction {pc}: ")
-        words.append(encode(insn, cfg))
+        words.append(_pack(insn))
     return words
 
 
@@ -347,13 +472,22 @@ def disassemble(words: Sequence[int]) -> str:
     return "\n".join(str(decode(w)) for w in words)
 
 
-_TOKEN = re.compile(r"^([a-z_]+)=(-?(?:0x[0-9a-fA-F]+|\d+))$")
+_TOKEN = re.compile(r"^([a-z_]+)=(-?(?:0x[0-9a-fA-F]+|[0-9]+))$")
+
+
+def _number(text: str) -> int:
+    """A decimal or ``0x`` hexadecimal integer; ``010`` is ten (not Python's refusal)."""
+    negative = text.startswith("-")
+    digits = text[1:] if negative else text
+    value = int(digits, 16) if digits[:2].lower() == "0x" else int(digits, 10)
+    return -value if negative else value
 
 
 def parse(text: str) -> list[Insn]:
     """Read the text form: ``load A row=0 rows=4 length=4 addr=0x100 stride=16 push_next``.
 
-    One instruction per line; ``#`` starts a comment; missing fields are zero.
+    One instruction per line; ``#`` starts a comment; missing fields are zero; numbers are
+    decimal or ``0x`` hexadecimal.
     """
     program = []
     for n, raw in enumerate(text.splitlines(), start=1):
@@ -381,6 +515,8 @@ def parse(text: str) -> list[Insn]:
             if not m or m.group(1) not in _FIELDS[op]:
                 raise AsmError(f"line {n}: {w!r} is not a field of {op.name.lower()} "
                                f"({', '.join(_FIELDS[op])}) nor a dependency flag")
-            args[m.group(1)] = int(m.group(2), 0)
+            if m.group(1) in args:
+                raise AsmError(f"line {n}: field {m.group(1)} given twice")
+            args[m.group(1)] = _number(m.group(2))
         program.append(Insn(op, {k: args.get(k, 0) for k in _FIELDS[op]}, frozenset(deps)))
     return program

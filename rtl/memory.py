@@ -8,13 +8,11 @@ FPGA block RAM or a real memory controller can sit behind it.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from types import SimpleNamespace
 
 from amaranth.hdl import (
     Cat,
     ClockSignal,
     Const,
-    Elaboratable,
     Instance,
     Module,
     Mux,
@@ -24,24 +22,97 @@ from amaranth.hdl import (
     unsigned,
 )
 from amaranth.lib import data, stream, wiring
-from amaranth.lib.memory import Memory
+from amaranth.lib.memory import Memory, ReadPort, WritePort
 from amaranth.lib.wiring import In, Out
+from amaranth.utils import ceil_log2
 
 from .config import EngineConfig, refuse
 from .dsp import targets_ecp5
 
-__all__ = ["BlockMemory", "SimMemory", "mem_signature", "request_layout", "LFSR_TAPS", "lfsr"]
+__all__ = ["BlockMemory", "EngineMemory", "LFSR_TAPS", "SimMemory", "STALL_SEED",
+           "engine_memories", "lfsr", "mem_signature", "request_layout", "stall_pattern"]
 
 #: x^16 + x^14 + x^13 + x^11 + 1, a maximal-length Fibonacci LFSR
 LFSR_TAPS = (15, 13, 12, 10)
+#: the seed of :class:`SimMemory`'s stall LFSR
+STALL_SEED = 0x2F1B
 
 
-def lfsr(m: Module, seed: int) -> Signal:
-    """A free-running 16-bit LFSR in ``m``'s sync domain (for random stalls in simulation)."""
+def lfsr(m: Module, seed: int, restart=None) -> Signal:
+    """A 16-bit LFSR in ``m``'s sync domain (for random stalls in simulation), free-running
+    from ``seed``; back to ``seed`` the cycle after ``restart`` (if given) is high."""
     reg = Signal(16, init=seed)
     feedback = reg[LFSR_TAPS[0]] ^ reg[LFSR_TAPS[1]] ^ reg[LFSR_TAPS[2]] ^ reg[LFSR_TAPS[3]]
     m.d.sync += reg.eq(Cat(feedback, reg[:-1]))
+    if restart is not None:
+        with m.If(restart):
+            m.d.sync += reg.eq(seed)
     return reg
+
+
+def _lfsr_states(seed: int) -> list[int]:
+    """One period of :func:`lfsr`'s states from ``seed`` (65,535 of them)."""
+    states = [seed]
+    state = seed
+    while True:
+        feedback = 0
+        for tap in LFSR_TAPS:
+            feedback ^= (state >> tap) & 1
+        state = ((state << 1) | feedback) & 0xFFFF
+        if state == seed:
+            return states
+        states.append(state)
+
+
+def stall_pattern(stall: int) -> list[bool]:
+    """Whether :class:`SimMemory` with ``stall`` takes a request, for each cycle of one period
+    from its ``restart`` on (the cycle after it first): ``lfsr[:8] >= stall``."""
+    if isinstance(stall, bool) or not isinstance(stall, int) or not 0 <= stall <= 255:
+        raise ValueError(f"stall is a chance out of 256, 0 to 255, not {stall!r}")
+    return [(state & 0xFF) >= stall for state in _lfsr_states(STALL_SEED)]
+
+
+@dataclass(frozen=True)
+class EngineMemory:
+    """One of the engine's on-chip memories: ``depth`` rows of ``shape``."""
+
+    shape: data.ArrayLayout
+    depth: int
+
+    @property
+    def bits(self) -> int:
+        return self.shape.size * self.depth
+
+    def read_signature(self) -> wiring.Signature:
+        """A read port's signature (a unit's member is its flip, ``In(...)``)."""
+        from amaranth.lib.memory import ReadPort
+
+        return ReadPort.Signature(addr_width=ceil_log2(self.depth), shape=self.shape)
+
+    def write_signature(self) -> wiring.Signature:
+        """A write port's signature (one enable per row)."""
+        from amaranth.lib.memory import WritePort
+
+        return WritePort.Signature(addr_width=ceil_log2(self.depth), shape=self.shape)
+
+
+def engine_memories(config: EngineConfig) -> dict[str, EngineMemory]:
+    """The engine's memories by name: scratchpads ``a`` (rows of ``rows`` operands), ``b``
+    (``cols`` operands), ``q`` (``cols`` int32 requantization values) and the accumulator
+    ``acc`` (``cols`` accumulators). Sizes from :func:`rtl.isa.geometry`; the engine builds
+    them and the units' ports read their signatures from here."""
+    from amaranth.hdl import signed
+
+    from .isa import Q_BITS, geometry
+
+    g = geometry(config)
+    operand = signed(config.in_bits)
+    return {
+        "a": EngineMemory(data.ArrayLayout(operand, config.rows), g.a_rows),
+        "b": EngineMemory(data.ArrayLayout(operand, config.cols), g.b_rows),
+        "q": EngineMemory(data.ArrayLayout(signed(Q_BITS), config.cols), g.q_rows),
+        "acc": EngineMemory(data.ArrayLayout(signed(config.acc_bits), config.cols), g.acc_rows),
+    }
 
 
 def request_layout(config: EngineConfig) -> data.StructLayout:
@@ -73,43 +144,55 @@ class SimMemory(wiring.Component):
     It accepts one request per cycle (W bytes of bandwidth, shared by reads and writes), at any
     byte alignment. A read accepted in cycle t returns its beat in cycle t + ``mem_latency``
     (bytes past ``length`` read as zero); a write takes effect at the end of cycle t. ``stall``
-    (0..255) is the chance out of 256 that the memory refuses a request in a cycle.
-    Addresses wrap at the memory's size. The words are in ``storage`` for a testbench backdoor.
+    (0..255) is the chance out of 256 that the memory refuses a request in a cycle, drawn
+    from an LFSR that ``restart`` sets back to its seed (:func:`stall_pattern` is the same
+    pattern, for the cycle model). Addresses wrap at the memory's size. The words are in
+    ``storage`` for a testbench backdoor; ``init`` is an image of its first bytes (for a
+    simulation without one, such as ``amaranth.sim``).
     """
 
-    def __init__(self, config: EngineConfig, *, words: int):
+    def __init__(self, config: EngineConfig, *, words: int, init: bytes = b""):
         if words < 2 or words & (words - 1):
             raise refuse(self, f"memory size must be a power of two of words, not {words}")
+        w = config.mem_bytes_per_cycle
+        if len(init) > words * w:
+            raise refuse(self, f"an initial image of {len(init)} bytes does not fit a memory "
+                               f"of {words} words of {w} bytes")
         self.config = config
         self.words = words
+        self.init = init
         super().__init__({
             "port": In(mem_signature(config)),
             "stall": In(8),
+            "restart": In(1),
             "reads": Out(32), "writes": Out(32),
         })
 
     @property
     def latency(self) -> int:
         """Cycles from a read request's acceptance to its data beat."""
-        return max(1, self.config.mem_latency)
+        return self.config.read_latency
 
     def elaborate(self, platform):
         m = Module()
         w = self.config.mem_bytes_per_cycle
         index_bits = (self.words - 1).bit_length()
-        m.submodules.storage = storage = Memory(shape=data.ArrayLayout(8, w), depth=self.words,
-                                                init=[])
+        padded = self.init + bytes(-len(self.init) % w)
+        m.submodules.storage = storage = Memory(
+            shape=data.ArrayLayout(8, w), depth=self.words,
+            init=[list(padded[i:i + w]) for i in range(0, len(padded), w)])
         lo_rd = storage.read_port(domain="comb")
         hi_rd = storage.read_port(domain="comb")
         lo_wr = storage.write_port(granularity=1)  # per byte: one array element
         hi_wr = storage.write_port(granularity=1)
 
         req = self.port.req
-        rnd = lfsr(m, 0x2F1B)
+        rnd = lfsr(m, STALL_SEED, self.restart)
         m.d.comb += req.ready.eq(rnd[:8] >= self.stall)
         fire = req.valid & req.ready
 
-        offset = Signal(range(w))
+        # (a one-byte port has no offset: a zero-width signal would be a [-1:0] wire)
+        offset = Signal(range(w)) if w > 1 else Const(0, 1)
         word = Signal(index_bits)
         if w > 1:
             m.d.comb += [offset.eq(req.payload.addr % w), word.eq(req.payload.addr // w)]
@@ -163,7 +246,7 @@ def block_slice_bits(depth: int) -> int:
     return next((bits for rows, bits in BLOCK_RAM_MODES if depth <= rows), 1)
 
 
-class BlockMemory(Elaboratable):
+class BlockMemory(wiring.Component):
     """A memory of ``depth`` rows of ``shape``, held as column slices one block RAM deep.
 
     Synthesis builds a memory deeper than one block RAM holds at the row's full width from
@@ -172,11 +255,13 @@ class BlockMemory(Elaboratable):
     it. Cut into slices of :func:`block_slice_bits` columns, each slice fits one block RAM in its
     deepest mode that holds ``depth`` rows: no multiplexer, about as many block RAMs.
 
-    The ports are those of :class:`amaranth.lib.memory.Memory` without transparency:
-    ``read_port()`` gives ``addr``, ``en`` (high unless driven) and ``data`` (read
-    synchronously, the old row when written in the same cycle); ``write_port()`` gives
-    ``addr``, ``data`` and ``en``, one enable per ``granularity`` columns if that is given
-    (as ``Memory.write_port(granularity=...)``), else one.
+    Like :class:`amaranth.lib.memory.Memory` (a component with no ports of its own), it hands
+    out ports, which are ``amaranth.lib.memory`` port objects without transparency, so a unit
+    declares ``In(ReadPort.Signature(...))`` / ``In(WritePort.Signature(...))`` members and
+    ``wiring.connect`` joins them: ``read_port()`` gives ``addr``, ``en`` (high unless driven)
+    and ``data`` (read synchronously, the old row when written in the same cycle);
+    ``write_port()`` gives ``addr``, ``data`` and ``en``, one enable per ``granularity``
+    columns if that is given (as ``Memory.write_port(granularity=...)``), else one.
 
     With a ``granularity`` of at most 9 columns, a slice in a 9-, 18- or 36-bit mode holds one
     granule per 9-bit lane of the block RAM (a byte per lane for bytes: 8, 16 or 32 columns),
@@ -201,32 +286,52 @@ class BlockMemory(Elaboratable):
 
     def __init__(self, *, shape, depth: int, slice_bits: int | None = None,
                  granularity: int | None = None):
+        if isinstance(depth, bool) or not isinstance(depth, int) or depth < 2:
+            raise refuse(self, f"depth must be an integer of at least 2, not {depth!r}")
         self.shape = shape
         self.depth = depth
         self.width = Shape.cast(shape).width
         self.slice_bits = slice_bits or block_slice_bits(depth)
         self.granularity = granularity
         self.slices = _slices(self.width, self.slice_bits, granularity)
-        self._reads: list[SimpleNamespace] = []
-        self._writes: list[SimpleNamespace] = []
+        self._reads: list[ReadPort] = []
+        self._output_registers: set[int] = set()   # id() of the read ports that have one
+        self._writes: list[WritePort] = []
+        super().__init__(wiring.Signature({}))
 
-    def read_port(self, *, output_register: bool = False) -> SimpleNamespace:
-        port = SimpleNamespace(addr=Signal(range(self.depth)), en=Signal(init=1),
-                               data=Signal(self.shape), output_register=output_register)
+    @property
+    def addr_width(self) -> int:
+        return ceil_log2(self.depth)
+
+    def read_signature(self) -> ReadPort.Signature:
+        """The signature of this memory's read ports (a unit's member is its flip: ``In``)."""
+        return ReadPort.Signature(addr_width=self.addr_width, shape=self.shape)
+
+    def write_signature(self) -> WritePort.Signature:
+        """The signature of this memory's write ports."""
+        return WritePort.Signature(addr_width=self.addr_width, shape=self.shape,
+                                   granularity=self.granularity)
+
+    def read_port(self, *, output_register: bool = False) -> ReadPort:
+        port = self.read_signature().create(path=(f"read{len(self._reads)}",))
         self._reads.append(port)
+        if output_register:
+            self._output_registers.add(id(port))
         return port
 
-    def write_port(self) -> SimpleNamespace:
-        enables = self.width // self.granularity if self.granularity else 1
-        port = SimpleNamespace(addr=Signal(range(self.depth)), en=Signal(enables),
-                               data=Signal(self.shape))
+    def write_port(self) -> WritePort:
+        port = self.write_signature().create(path=(f"write{len(self._writes)}",))
         self._writes.append(port)
         return port
 
+    def _has_output_register(self, port: ReadPort) -> bool:
+        return id(port) in self._output_registers
+
     def elaborate(self, platform):
         ecp5 = targets_ecp5(platform)
-        primitive = [port for port in self._reads if port.output_register and ecp5]
-        fabric = [port for port in self._reads if not (port.output_register and ecp5)]
+        registered = self._has_output_register
+        primitive = [port for port in self._reads if registered(port) and ecp5]
+        fabric = [port for port in self._reads if not (registered(port) and ecp5)]
         if primitive and len(self._writes) != 1:
             raise refuse(self, f"a block RAM read port with its output register on ECP5 needs "
                                f"exactly one write port, not {len(self._writes)}")
@@ -238,7 +343,7 @@ class BlockMemory(Elaboratable):
             with m.If(port.en):
                 m.d.sync += held.eq(port.addr)
             addresses.append(Mux(port.en, port.addr, held))
-            if port.output_register:
+            if registered(port):
                 read = Signal.like(port.data, name=f"read{n}")
                 with m.If(port.en):
                     m.d.sync += port.data.eq(read)

@@ -8,9 +8,8 @@ from amaranth.hdl import EnableInserter, Module, Signal, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from .array import SystolicArray
+from .array import SystolicArray, array_latency
 from .config import EngineConfig
-from .pe import PE
 from .skew import Skew
 
 __all__ = ["TileEngine", "TileTiming", "a_layout", "b_layout", "c_layout"]
@@ -46,13 +45,16 @@ class TileTiming:
     def latency(self) -> int:
         """Cycles from accepting a beat of ``a`` to its first result beat being valid on ``c``.
 
-        For ``ws`` that is from row m of A to row m of C: the input register, R+C-2 PE hops,
-        the last PE's product and sum registers (:attr:`PE.latency <rtl.pe.PE.latency>`) and
-        the deskew, ``rows + cols + PE.latency - 1``. For ``os`` it is from the tile's last beat
-        to the tile's first row (row R-1), one more for the drain chain's link register.
+        For ``ws`` that is from row m of A to row m of C: the input register, the array (R+C-2
+        PE hops, the last PE's product and sum registers: :func:`~rtl.array.array_latency`)
+        and the deskew, ``rows + cols + PE.latency - 1``. For ``os`` it is from the tile's last
+        beat to the tile's first row (row R-1), one more for the drain chain's link register.
         """
         cfg = self.config
-        return (cfg.rows + cfg.cols - 2) * PE.hop + PE.latency + 1 + (cfg.dataflow == "os")
+        return self.INPUT_REGISTER + array_latency(cfg) + (cfg.dataflow == "os")
+
+    #: the skew's first register: every operand is registered as it enters
+    INPUT_REGISTER = 1
 
     @property
     def min_tile_cycles(self) -> int:
@@ -121,7 +123,9 @@ class TileEngine(wiring.Component):
         m.d.comb += array.ce.eq(en)
         lane_a = data.StructLayout({"value": signed(cfg.in_bits), "flag": 1})
         # Row i waits i+1 cycles (the first register is the input register), column j likewise.
-        m.submodules.skew_a = skew_a = EnableInserter(en)(Skew(lane_a, [i + 1 for i in range(r)]))
+        first = self.timing.INPUT_REGISTER
+        m.submodules.skew_a = skew_a = EnableInserter(en)(
+            Skew(lane_a, [i + first for i in range(r)]))
         m.submodules.deskew = deskew = EnableInserter(en)(
             Skew(signed(cfg.acc_bits), [c - 1 - j for j in range(c)]))
         for i in range(r):
@@ -140,7 +144,7 @@ class TileEngine(wiring.Component):
 
         if os_:
             m.submodules.skew_b = skew_b = EnableInserter(en)(
-                Skew(signed(cfg.in_bits), [j + 1 for j in range(c)]))
+                Skew(signed(cfg.in_bits), [j + first for j in range(c)]))
             for j in range(c):
                 m.d.comb += array.b[j].eq(skew_b.o[j])
             # A tile's drain takes R cycles, so its last beat must follow the previous one by R.

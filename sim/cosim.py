@@ -19,7 +19,7 @@ from mapping.operands import golden_result, make_operands, memory_image, read_re
 from mapping.program import program_cycles
 from rtl import isa
 from rtl.config import EngineConfig
-from rtl.engine import ErrorCode
+from rtl.isa import ErrorCode
 
 from .build import ROOT, build, tool_env
 from .regress import _outside_pytest
@@ -158,7 +158,7 @@ def cosim_gemms(cfg: EngineConfig, cases: list[tuple[int, int, int, int, bool, i
         got = read_result(plan, run.regions[0]) if run.error is None else None
         mismatches = int((got != want).sum()) if got is not None else want.numel()
         macs = m * k * n
-        predicted = program_cycles(cfg, plan.program).cycles
+        predicted = program_cycles(cfg, plan.program, stall=stall).cycles
         results.append({
             "config": cfg.label, "m": m, "k": k, "n": n, "requant": requant, "seed": seed,
             "stall": stall, "bit_exact": run.error is None and mismatches == 0,

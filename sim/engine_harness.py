@@ -23,19 +23,30 @@ __all__ = ["EngineHarness"]
 class EngineHarness(wiring.Component):
     """Engine + instruction memory (``imem``, ``n_insns`` entries used) + :class:`SimMemory`.
 
+    ``program`` and ``image``, if given, are the instruction memory's and the memory's initial
+    contents (a testbench that has no backdoor, such as ``amaranth.sim``'s, runs from them).
+
     After ``start``: the program is fed in order; ``done`` rises when every instruction has
     been dispatched and the engine is idle, or when the engine flags an illegal instruction
     (``error``/``error_code``). ``cycles`` counts from start to done; ``stall`` makes the memory
-    refuse requests at random (chance out of 256).
+    refuse requests at random (chance out of 256), in a pattern that ``start`` restarts, so
+    the cycle model knows it (:func:`rtl.memory.stall_pattern`).
     """
 
-    def __init__(self, config: EngineConfig, *, imem_depth: int = 4096, mem_words: int = 1 << 16):
+    def __init__(self, config: EngineConfig, *, imem_depth: int = 4096, mem_words: int = 1 << 16,
+                 program: list[int] = (), image: bytes = b""):
         if imem_depth < 2 or imem_depth & (imem_depth - 1):
             raise refuse(self, f"instruction memory depth must be a power of two, "
                                f"not {imem_depth}")
+        if len(program) > imem_depth:
+            raise refuse(self, f"a program of {len(program)} instructions does not fit an "
+                               f"instruction memory of {imem_depth}")
         self.config = config
         self.imem_depth = imem_depth
         self.mem_words = mem_words
+        self.program = list(program)
+        self.image = image
+        self.engine = Engine(config)
         super().__init__({
             "start": In(1), "n_insns": In(32), "stall": In(8),
             "done": Out(1), "cycles": Out(32), "error": Out(1), "error_code": Out(ErrorCode),
@@ -44,9 +55,11 @@ class EngineHarness(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        m.submodules.engine = engine = Engine(self.config)
-        m.submodules.mem = mem = SimMemory(self.config, words=self.mem_words)
-        m.submodules.imem = imem = Memory(shape=insn_layout, depth=self.imem_depth, init=[])
+        m.submodules.engine = engine = self.engine
+        m.submodules.mem = mem = SimMemory(self.config, words=self.mem_words, init=self.image)
+        m.submodules.imem = imem = Memory(
+            shape=insn_layout, depth=self.imem_depth,
+            init=[insn_layout.from_bits(word) for word in self.program])
         wiring.connect(m, engine.mem, mem.port)
         rd = imem.read_port(domain="comb")
         pc = Signal(32)
@@ -55,7 +68,7 @@ class EngineHarness(wiring.Component):
             rd.addr.eq(pc),
             engine.insn.valid.eq(running & (pc < self.n_insns)),
             engine.insn.payload.eq(rd.data),
-            mem.stall.eq(self.stall),
+            mem.stall.eq(self.stall), mem.restart.eq(self.start),
             self.error.eq(engine.error), self.error_code.eq(engine.error_code),
             self.counters.eq(engine.counters),
             self.mem_reads.eq(mem.reads), self.mem_writes.eq(mem.writes),

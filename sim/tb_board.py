@@ -76,16 +76,6 @@ class SimUART:
         return header + rest
 
 
-async def drive(op, exchange):
-    """:func:`fpga.host.drive` for an awaitable ``exchange``."""
-    try:
-        request = next(op)
-        while True:
-            request = op.send(await exchange(request))
-    except StopIteration as stop:
-        return stop.value
-
-
 def _jsonable(value):
     if hasattr(value, "__dataclass_fields__"):
         return {k: _jsonable(getattr(value, k)) for k in value.__dataclass_fields__}
@@ -132,7 +122,7 @@ async def board_session(dut):
         else:
             gen = getattr(host, op)()
         try:
-            value = await drive(gen, exchange)
+            value = await host.drive_async(gen, exchange)
             if isinstance(value, bytes):
                 value = value.hex()
             results.append({"result": _jsonable(value)})

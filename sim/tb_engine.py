@@ -16,7 +16,7 @@ import cocotb
 from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, RisingEdge, with_timeout
 
-from rtl.engine import counter_layout
+from rtl.counters import counter_layout
 
 COUNTERS = [name for name, _ in counter_layout]
 

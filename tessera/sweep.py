@@ -36,13 +36,12 @@ import math
 import os
 import sys
 import time
-import tomllib
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rtl.config import ConfigError, EngineConfig, preset
+from rtl.config import ConfigError, EngineConfig, preset, read_toml
 
 __all__ = ["AXES", "SweepError", "Sweep", "SweepResult", "area_mm2", "evaluate", "load_spec"]
 
@@ -603,12 +602,7 @@ def load_spec(path: str | Path) -> Sweep:
         validate = 0                     # points to run on the RTL as well
     """
     path = Path(path)
-    try:
-        data = tomllib.loads(path.read_text())
-    except FileNotFoundError:
-        raise SweepError(f"sweep spec {str(path)!r} does not exist") from None
-    except tomllib.TOMLDecodeError as e:
-        raise SweepError(f"sweep spec {str(path)!r} is not valid TOML: {e}") from None
+    data = read_toml(path, "sweep spec", SweepError)
     unknown = set(data) - _SPEC_KEYS
     if unknown:
         raise SweepError(f"{path}: unknown key(s) {', '.join(sorted(unknown))}; a spec has "

@@ -15,7 +15,7 @@ def sample_program():
         isa.load(Spad.A, 0, 4, 4, 0x100, 16, "push_next"),
         isa.load("B", 8, 4, 3, 0x200, 7, "pop_next"),
         isa.compute(0, 8, 0, 4, False, "pop_prev", "push_next", "push_prev"),
-        isa.store(0, 4, 4, 0x300, 4, True, 0, "pop_prev", "push_prev"),
+        isa.store(0, 4, 4, 0x300, 4, True, "pop_prev", "push_prev", q_row=0),
         isa.store(0, 4, 3, 0x340, 12, False),
     ]
 
@@ -57,7 +57,7 @@ def test_text_round_trip():
     (isa.config(zero_point=200), "zero_point 200 is outside the int8 range"),
     (isa.config(qmin=10, qmax=5), "qmin 10 is above qmax 5"),
     (isa.Insn(Op.LOAD, {**isa.load(Spad.A, 0, 1, 4, 0, 4).args}, frozenset({"pop_prev"})),
-     "dependency flag(s) pop_prev make no sense on the load queue"),
+     "dependency flag(s) pop_prev make no sense on a load instruction"),
 ])
 def test_the_assembler_refuses_with_the_reason(insn, message):
     with pytest.raises(AsmError) as e:
