@@ -13,11 +13,14 @@ JOBS   ?= 2
 
 all: test
 
-$(STAMP): pyproject.toml constraints.txt
+$(STAMP): pyproject.toml constraints.txt Makefile
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	# constraints.txt pins torch to the local CPU wheel; a bare `torch` would pull a CUDA build
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
+	# timm's model definitions (tessera map timm:NAME): without its dependencies, whose
+	# torchvision would not load beside the CPU torch (mapping/frontend.py stands in for it)
+	$(BIN)/python -m pip install --quiet --no-deps -c constraints.txt 'timm==1.0.31'
 	@touch $(STAMP)
 
 venv: $(STAMP)

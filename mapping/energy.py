@@ -28,12 +28,11 @@ add).
 from __future__ import annotations
 
 import dataclasses
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rtl.config import ConfigError
+from rtl.config import ConfigError, read_toml
 
 from .workloads import Op
 
@@ -75,18 +74,23 @@ class EnergyTable:
     def from_toml(cls, path: str | Path) -> EnergyTable:
         """Load a table: the fields given replace the defaults; unknown fields are refused."""
         path = Path(path)
-        try:
-            data: dict[str, Any] = tomllib.loads(path.read_text())
-        except FileNotFoundError:
-            raise ConfigError(f"energy table {str(path)!r} does not exist") from None
-        except tomllib.TOMLDecodeError as e:
-            raise ConfigError(f"energy table {str(path)!r} is not valid TOML: {e}") from None
+        data: Any = read_toml(path, "energy table")
         data = data.get("energy", data)
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: [energy] must be a table of figures in pJ, not "
+                              f"{data!r}")
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - names)
         if unknown:
             raise ConfigError(f"{path}: unknown energy field(s) {', '.join(unknown)}; known: "
                               f"{', '.join(sorted(names))}")
+        for name, value in data.items():
+            if name == "source":
+                if not isinstance(value, str):
+                    raise ConfigError(f"{path}: source must be a string, not {value!r}")
+            elif isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+                raise ConfigError(f"{path}: {name} must be a non-negative number of pJ, not "
+                                  f"{value!r}")
         if "source" not in data:
             data["source"] = str(path)
         return dataclasses.replace(cls(), **data)

@@ -24,7 +24,7 @@ from functools import lru_cache
 
 from rtl import isa
 from rtl.config import ConfigError, EngineConfig
-from rtl.engine import EngineTiming
+from rtl.engine import EngineTiming, check_engine
 from rtl.isa import Q_BLOCK_ROWS, Insn, Spad, q_block_row
 
 from .program import ProgramTiming, Rec, compute_record, load_record, mark, store_record
@@ -174,8 +174,7 @@ def check_gemm(cfg: EngineConfig, m: int, k: int, n: int, requant: bool) -> Gemm
     for name, v in (("M", m), ("K", k), ("N", n)):
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
             raise PlanError(f"GEMM dimension {name} must be a positive integer, not {v!r}")
-    if cfg.in_bits != 8:
-        raise PlanError(f"the engine runs int8 GEMMs; in_bits is {cfg.in_bits}")
+    check_engine(cfg)   # what the RTL cannot build, refused as the generator refuses it
     g = isa.geometry(cfg)
     if requant and q_rows(cfg, n) > g.q_rows:
         raise PlanError(f"N = {n} needs {q_rows(cfg, n)} requantization parameter rows; "

@@ -24,6 +24,7 @@ from typing import Any
 
 from rtl import isa
 from rtl.config import EngineConfig
+from rtl.engine import check_engine
 
 from .energy import DEFAULT, PAPER_ADD_PJ, PAPER_MUL_PJ, EnergyTable, paper_counts
 from .gemm import PlanError, q_rows
@@ -34,7 +35,7 @@ __all__ = ["MapResult", "OpCost", "VECTOR_PASSES", "map_gemm", "map_workload"]
 
 #: passes over the data per element on the modeled vector unit
 VECTOR_PASSES = {"softmax": 3, "layernorm": 3, "gelu": 1, "add": 1, "scale": 1, "hash": 1,
-                 "divide": 1, "dwconv": 1}
+                 "divide": 1, "dwconv": 1, "relu": 1, "gather": 1, "reduce": 1}
 #: operands read per produced element (residual add reads two tensors)
 _VECTOR_INPUTS = {"add": 2}
 
@@ -184,6 +185,7 @@ def map_workload(workload: Workload, cfg: EngineConfig, *, ideal_memory: bool = 
     """
     if count not in ("hardware", "paper"):
         raise WorkloadError(f"count must be hardware or paper, not {count!r}")
+    check_engine(cfg)   # a configuration the RTL cannot build is refused here too
     rows = []
     for op in workload.ops:
         row = (_gemm_row if op.is_gemm else _vector_row)(cfg, op, energy, ideal_memory)

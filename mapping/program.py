@@ -501,7 +501,8 @@ class Replay:
                     extent = rec.size
                     tau_a, tau_b, _, last, out = issue(start + desc_latency, extent)
                     taus_a.append(tau_a)
-                    taus_b.append(tau_b)
+                    if not os_:   # (os: one source, so B's takes are A's)
+                        taus_b.append(tau_b)
                     outs.append(out)
                     array_work += max(extent, min_tile) if os_ else extent
                     done = out + wb_done   # in the accumulator, its tokens there
@@ -571,11 +572,19 @@ class Replay:
                 tq = t_c2l if u == 0 else t_c2s
                 if tq:
                     token = tq[0]
-                else:   # the next token comes from a compute not yet issued
+                    horizon = max(token, free[2 * u], w_prev + len(fed) + 1 + queue_latency) \
+                        + (load_delay if u == 0 else raw_store_delay)
+                elif pend_c and (not t_l2c and pend_c[0][1].pop_prev if u == 1
+                                 else not t_s2c and pend_c[0][1].pop_next):
+                    # The token it waits for comes from a compute not yet issued, and the
+                    # next compute waits for a token only the running unit can give (at the
+                    # end of this or a later instruction): the idle unit cannot ask for the
+                    # port before the running one is done, which may run alone to its end.
+                    horizon = None
+                else:   # the token comes from a compute not yet issued: at the soonest
                     token = array.earliest_out() + wb_done
-                soonest = w_prev + len(fed) + 1 + queue_latency
-                start = max(token, free[2 * u], soonest)
-                horizon = start + (load_delay if u == 0 else raw_store_delay)
+                    horizon = max(token, free[2 * u], w_prev + len(fed) + 1 + queue_latency) \
+                        + (load_delay if u == 0 else raw_store_delay)
             if horizon is None and (load is None or store is None) and cal is None:
                 # one unit alone, nothing to stop it: its beats run back to back (inlined
                 # _Port._alone, the common case)
@@ -644,9 +653,18 @@ class Replay:
         # (rec[:8] is Rec.timing_key, inline: this is on the mapper's hot path)
         struct: list = [self.port.last_load, tuple(rec[:8] for rec in self.fed)]
         times = [self.d_last, self.end]
-        _split(self.w_last, struct, times)
-        _split((getattr(self.array, name) for name in ArrayModel.TIMES), struct, times)
-        for dq in (self.taus_a, self.taus_b, self.outs):
+        if NEVER in self.w_last:
+            _split(self.w_last, struct, times)
+        else:
+            times += self.w_last
+        a = self.array
+        if self.os:   # (its B times stay NEVER: one source)
+            _split((a.pf,), struct, times)
+            deques = (self.taus_a, self.outs)
+        else:
+            _split((a.pf, a.pbf, a.pa0), struct, times)
+            deques = (self.taus_a, self.taus_b, self.outs)
+        for dq in deques:
             struct.append(len(dq))
             times.extend(dq)
         times += self.free

@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rtl.config import ConfigError
+from rtl.config import ConfigError, read_text_file
 
 __all__ = [
     "ATTENTIONS", "GEMM_KINDS", "MODELS", "Op", "Workload", "WorkloadError", "build",
@@ -47,9 +47,10 @@ __all__ = [
 
 #: kinds of ops the systolic array runs as a GEMM
 GEMM_KINDS = frozenset({"linear", "conv", "matmul", "sign_matmul"})
-#: kinds of ops given to the (modeled) vector unit after the accumulator
+#: kinds of ops given to the (modeled) vector unit after the accumulator (``relu`` where no GEMM
+#: is before it to fuse it; ``gather``: an embedding lookup; ``reduce``: a mean)
 VECTOR_KINDS = frozenset({"softmax", "layernorm", "gelu", "add", "scale", "dwconv", "hash",
-                          "divide"})
+                          "divide", "relu", "gather", "reduce"})
 #: attention variants: softmax (the model's own, e.g. PVTv2's spatial reduction), msa (full
 #: softmax attention without spatial reduction: EcoFormer's PVTv2 baseline), ecoformer
 ATTENTIONS = ("softmax", "msa", "ecoformer")
@@ -423,10 +424,7 @@ def from_scalesim_csv(path: str | Path) -> Workload:
     trailing comma are tolerated; a row that is not three positive integers is refused by line.
     """
     path = Path(path)
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise WorkloadError(f"topology file {str(path)!r} does not exist") from None
+    text = read_text_file(path, "topology file", WorkloadError)
     rows = list(csv.reader(text.splitlines()))
     if not rows:
         raise WorkloadError(f"{path}: empty topology file")
@@ -454,122 +452,8 @@ def from_scalesim_csv(path: str | Path) -> Workload:
 
 # -- torch.fx -------------------------------------------------------------------------------------
 
-_FREE_METHODS = {"view", "reshape", "permute", "transpose", "flatten", "contiguous", "size",
-                 "unsqueeze", "squeeze", "chunk", "split", "expand", "unbind", "t", "dim"}
-
-
 def from_torch(module: Any, *example_inputs: Any, name: str | None = None) -> Workload:
-    """Trace a ``torch.nn.Module`` with ``torch.fx`` and list the ops the engine can run.
+    """A ``torch.nn.Module`` as a workload: see :func:`mapping.frontend.from_torch`."""
+    from .frontend import from_torch as trace
 
-    Mapped: ``nn.Linear`` / ``F.linear``, ``matmul`` / ``bmm`` / ``@``, ``nn.Conv2d`` (as an
-    im2col GEMM; depthwise as ``dwconv``), ``nn.GELU`` / ``F.gelu``, ``nn.LayerNorm`` /
-    ``F.layer_norm``, softmax, ``+`` / ``torch.add``, ``*`` / ``/`` (``scale``); dropout and
-    identity are free, as are shape changes. Anything else raises :class:`WorkloadError`
-    naming every op it cannot map.
-    """
-    import operator
-
-    import torch
-    import torch.nn.functional as F
-    from torch import fx
-    from torch.fx.passes.shape_prop import ShapeProp
-
-    try:
-        gm = fx.symbolic_trace(module)
-    except Exception as e:  # tracing failures come in many types
-        raise WorkloadError(f"torch.fx cannot trace {type(module).__name__}: {e}") from None
-    ShapeProp(gm).propagate(*example_inputs)
-    modules = dict(gm.named_modules())
-    ops: list[Op] = []
-    bad: list[str] = []
-
-    def shape(node: Any) -> tuple[int, ...]:
-        meta = node.meta.get("tensor_meta")
-        return tuple(meta.shape) if meta is not None and hasattr(meta, "shape") else ()
-
-    def numel(node: Any) -> int:
-        return math.prod(shape(node)) if shape(node) else 0
-
-    def gemm(label: str, kind: str, a: tuple[int, ...], b: tuple[int, ...]) -> None:
-        if len(a) < 2 or len(b) < 2:
-            bad.append(f"{label} (matmul of {len(a)}-d by {len(b)}-d tensors)")
-            return
-        batch = math.prod(torch.broadcast_shapes(a[:-2], b[:-2]))
-        ops.append(Op(label, kind, m=a[-2], k=a[-1], n=b[-1], count=batch))
-
-    for node in gm.graph.nodes:
-        label = node.name
-        if node.op in ("placeholder", "output", "get_attr"):
-            continue
-        if node.op == "call_module":
-            mod = modules[node.target]
-            if isinstance(mod, torch.nn.Linear):
-                rows = numel(node) // mod.out_features
-                ops.append(Op(label, "linear", m=rows, k=mod.in_features, n=mod.out_features,
-                              bias=numel(node) if mod.bias is not None else 0))
-            elif isinstance(mod, torch.nn.Conv2d):
-                out = shape(node)
-                kh, kw = mod.kernel_size
-                if mod.groups == 1:
-                    ops.append(Op(label, "conv", m=out[0] * out[2] * out[3],
-                                  k=mod.in_channels * kh * kw, n=mod.out_channels,
-                                  bias=numel(node) if mod.bias is not None else 0))
-                elif mod.groups == mod.in_channels == mod.out_channels:
-                    ops.append(Op(label, "dwconv", elements=numel(node), taps=kh * kw,
-                                  bias=numel(node) if mod.bias is not None else 0))
-                else:
-                    bad.append(f"{label} (grouped Conv2d, groups={mod.groups})")
-            elif isinstance(mod, torch.nn.LayerNorm):
-                ops.append(Op(label, "layernorm", elements=numel(node)))
-            elif isinstance(mod, torch.nn.GELU):
-                ops.append(Op(label, "gelu", elements=numel(node)))
-            elif isinstance(mod, torch.nn.Softmax):
-                ops.append(Op(label, "softmax", elements=numel(node)))
-            elif isinstance(mod, (torch.nn.Dropout, torch.nn.Identity)):
-                continue
-            else:
-                bad.append(f"{label} ({type(mod).__name__})")
-        elif node.op == "call_function":
-            f = node.target
-            tensor_args = [a for a in node.args if isinstance(a, fx.Node)]
-            if f in (torch.matmul, operator.matmul, torch.bmm):
-                gemm(label, "matmul", shape(tensor_args[0]), shape(tensor_args[1]))
-            elif f is F.linear:
-                w = shape(tensor_args[1])
-                ops.append(Op(label, "linear", m=numel(node) // w[0], k=w[1], n=w[0]))
-            elif f is F.gelu:
-                ops.append(Op(label, "gelu", elements=numel(node)))
-            elif f in (F.softmax, torch.softmax):
-                ops.append(Op(label, "softmax", elements=numel(node)))
-            elif f is F.layer_norm:
-                ops.append(Op(label, "layernorm", elements=numel(node)))
-            elif f in (operator.add, torch.add, operator.iadd):
-                if len(tensor_args) == 0:
-                    continue
-                ops.append(Op(label, "add", elements=numel(node)))
-            elif f in (operator.mul, operator.truediv, torch.mul, torch.div):
-                if len(tensor_args) == 0:
-                    continue
-                ops.append(Op(label, "scale", elements=numel(node)))
-            elif f in (F.dropout, operator.getitem, torch.flatten, torch.reshape,
-                       torch.transpose, torch.permute, getattr):
-                continue
-            else:
-                bad.append(f"{label} ({getattr(f, '__name__', f)})")
-        elif node.op == "call_method":
-            if node.target in ("softmax",):
-                ops.append(Op(label, "softmax", elements=numel(node)))
-            elif node.target in ("matmul", "bmm"):
-                gemm(label, "matmul", shape(node.args[0]), shape(node.args[1]))
-            elif node.target in ("add", "add_"):
-                ops.append(Op(label, "add", elements=numel(node)))
-            elif node.target in _FREE_METHODS:
-                continue
-            else:
-                bad.append(f"{label} (Tensor.{node.target})")
-    if bad:
-        raise WorkloadError(f"{type(module).__name__}: cannot map {len(bad)} op(s): "
-                            + ", ".join(bad))
-    if not ops:
-        raise WorkloadError(f"{type(module).__name__}: no ops to map")
-    return Workload(name or type(module).__name__, ops, {"source": "torch.fx"})
+    return trace(module, *example_inputs, name=name)

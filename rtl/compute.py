@@ -82,10 +82,8 @@ class ComputeTiming:
     def tile(self) -> TileTiming:
         return TileTiming(self.config)
 
-    @property
-    def beats_per_cycle(self) -> int:
-        """Throughput: operand beats into the array per cycle."""
-        return 1
+    #: throughput: operand beats into the array per cycle (COMPUTEs one per cycle)
+    throughput = 1
 
 
 class RowSource(wiring.Component):

@@ -25,6 +25,7 @@ __all__ = [
     "add_config_arguments",
     "config_from_args",
     "preset",
+    "read_text_file",
     "read_toml",
     "refuse",
 ]
@@ -180,21 +181,36 @@ class EngineConfig:
         return cls.from_dict(_read_toml(path), base=base)
 
 
-def read_toml(path: str | Path, what: str, error: type[Exception] = ConfigError) -> dict[str, Any]:
-    """The table a TOML file holds; any reason it cannot be read is an ``error`` naming the file
-    as ``what`` ("engine config file", "sweep spec", ...) and the reason."""
+def read_text_file(path: str | Path, what: str, error: type[Exception] = ConfigError) -> str:
+    """The text of a file the user named; any reason it cannot be read is an ``error`` naming
+    the file as ``what`` ("engine config file", "topology file", ...) and the reason. UTF-8,
+    with or without a byte-order mark; UTF-16 (with its mark) is read too."""
     path = Path(path)
     name = f"{what} {str(path)!r}"
     try:
-        return tomllib.loads(path.read_text(encoding="utf-8"))
+        raw = path.read_bytes()
     except FileNotFoundError:
         raise error(f"{name} does not exist") from None
     except IsADirectoryError:
         raise error(f"{name} is a directory, not a file") from None
     except PermissionError:
         raise error(f"{name} cannot be read (permission denied)") from None
+    except OSError as e:
+        raise error(f"{name} cannot be read: {e.strerror}") from None
+    try:
+        if raw[:2] in (b"\xff\xfe", b"\xfe\xff"):
+            return raw.decode("utf-16")
+        return raw.decode("utf-8-sig")
     except UnicodeDecodeError:
-        raise error(f"{name} is not UTF-8 text") from None
+        raise error(f"{name} is not text in UTF-8 (or UTF-16 with a byte-order mark)") from None
+
+
+def read_toml(path: str | Path, what: str, error: type[Exception] = ConfigError) -> dict[str, Any]:
+    """The table a TOML file holds; any reason it cannot be read is an ``error`` naming the file
+    as ``what`` ("engine config file", "sweep spec", ...) and the reason."""
+    name = f"{what} {str(path)!r}"
+    try:
+        return tomllib.loads(read_text_file(path, what, error))
     except tomllib.TOMLDecodeError as e:
         raise error(f"{name} is not valid TOML: {e}") from None
 

@@ -7,8 +7,9 @@ per cycle and in order, into the queue of its unit (:data:`rtl.isa.QUEUE_OF`): a
 instruction stops dispatch where it is, with ``error`` and an :class:`~rtl.isa.ErrorCode`
 (the same checks, and codes, as :func:`rtl.isa.check`); instructions after it are dropped.
 
-Adding an instruction: decode its checks in :meth:`Dispatcher._check` (and any sum they compare
-in :meth:`Dispatcher._sum_terms`), after the assembler's in ``rtl/isa.py``.
+Adding an instruction: decode its checks in :meth:`Dispatcher._stage1` (those that need no sum)
+and :meth:`Dispatcher._overrun` (row ranges, with their sums in :meth:`Dispatcher._sum_terms`),
+in the order the assembler's in ``rtl/isa.py`` makes them.
 """
 
 from __future__ import annotations
@@ -73,6 +74,8 @@ class DispatchTiming:
     queue_depth = 64
     #: a queue entry taken by its unit in cycle s can be written again from cycle s + this
     room_latency = 1
+    #: throughput: instructions per cycle
+    throughput = 1
 
     @property
     def latency(self) -> int:
@@ -129,25 +132,35 @@ class Dispatcher(wiring.Component):
             queues[queue] = q
             m.d.comb += [head.valid.eq(q.r_rdy), head.payload.eq(q.r_data), q.r_en.eq(head.ready)]
 
-        # Stage 1: the word, and the sums its range checks compare (the adders), in registers
-        # (so the stream's ready comes from registers alone).
+        # Stage 1: the word, the sums the range checks compare (the adders), and every check
+        # that needs no sum, answered: the early codes (operation, flags, scratchpad), whether
+        # a count is zero or too large, and the codes of the checks that come after the range
+        # checks (alignment, stride, address space, CONFIG values). All in registers, so the
+        # stream's ready comes from registers alone.
         stopped = self.error | self.halt
         p_valid = Signal()
         p_insn = Signal(insn_layout)
         terms = self._sum_terms(self.insn.payload)
-        sums = {name: Signal(ADDR_BITS + 1 if name.endswith("_end") else ROW_BITS + 1,
-                             name=f"sum_{name}") for name in terms}
+        sums = {name: Signal(ROW_BITS + 1, name=f"sum_{name}") for name in terms}
+        early, extent, late = Signal(ErrorCode), Signal(), Signal(ErrorCode)
+        e_early, e_extent, e_late = Signal(ErrorCode), Signal(), Signal(ErrorCode)
+        self._stage1(m, self.insn.payload, e_early, e_extent, e_late)
         m.submodules.decode = dq = RegisterFIFO(width=_decoded.size, depth=t.decode_depth)
         m.d.comb += self.insn.ready.eq(~stopped & (~p_valid | dq.w_rdy))
         with m.If(self.insn.valid & self.insn.ready):
-            m.d.sync += [p_valid.eq(1), p_insn.eq(self.insn.payload)]
+            m.d.sync += [p_valid.eq(1), p_insn.eq(self.insn.payload),
+                         early.eq(e_early), extent.eq(e_extent), late.eq(e_late)]
             m.d.sync += [sums[k].eq(a + b) for k, (a, b) in terms.items()]
         with m.Elif(dq.w_rdy):
             m.d.sync += p_valid.eq(0)
 
-        # Stage 2: the compares, on the way into the decode FIFO.
+        # Stage 2: the range checks' compares, and the first failing check's code, on the way
+        # into the decode FIFO.
+        overrun = self._overrun(m, p_insn, sums)
         code = Signal(ErrorCode)
-        self._check(m, p_insn, code, sums)
+        m.d.comb += code.eq(Mux(early != ErrorCode.NONE, early,
+                                Mux(extent, ErrorCode.EXTENT,
+                                    Mux(overrun, ErrorCode.OVERRUN, late))))
         illegal = code != ErrorCode.NONE
         to = Signal(len(Queue))
         with m.Switch(p_insn.op):
@@ -177,44 +190,25 @@ class Dispatcher(wiring.Component):
                                  & ~((p_valid | dq.r_rdy) & ~stopped))
         return m
 
-    # -- the checks -----------------------------------------------------------------------------
+    # -- the checks (in the order rtl.isa.check makes them) ---------------------------------
 
     def _sum_terms(self, insn) -> dict:
-        """The pairs whose sums the range checks compare, by name: (first row, row count) of
-        each memory an instruction touches, and (address, bytes) of a transfer's first row
-        (``_end``; its later rows are checked by the unit as it gets to them)."""
+        """The (first row, row count) pairs whose sums the range checks compare, by name."""
         r = self.config.rows
         os_ = self.config.dataflow == "os"
         ld, cp, st = insn.args.load, insn.args.compute, insn.args.store
         return {"load": (ld.row, ld.rows), "a": (cp.a_row, cp.extent),
                 "b": (cp.b_row, cp.extent if os_ else r),
                 "acc": (cp.acc_row, r if os_ else cp.extent),
-                "store": (st.acc_row, st.rows), "q": (st.q_row, Q_BLOCK_ROWS),
-                "load_end": (ld.addr, ld.length),
-                "store_end": (st.addr, Mux(st.requant, st.cols, st.cols << 2))}
+                "store": (st.acc_row, st.rows), "q": (st.q_row, Q_BLOCK_ROWS)}
 
-    def _check(self, m, insn, code, sums):
-        """Decide whether ``insn`` can run; ``code`` says why not (:class:`ErrorCode`, as
-        :func:`rtl.isa.check` decides). ``sums`` holds the sums of :meth:`_sum_terms`."""
-        deps = insn.deps
-        with m.Switch(insn.op):
-            for op in Op:
-                with m.Case(op):
-                    allowed = set(POPS[op]) | set(PUSHES[op])
-                    flags = [getattr(deps, name) for name, _ in deps.shape()
-                             if name not in allowed]
-                    if not flags:
-                        self._check_fields(m, op, insn, code, sums)
-                        continue
-                    with m.If(Cat(*flags).any()):
-                        m.d.comb += code.eq(ErrorCode.DEPS)
-                    with m.Else():
-                        self._check_fields(m, op, insn, code, sums)
-            with m.Default():
-                m.d.comb += code.eq(ErrorCode.OPCODE)
-
-    def _check_fields(self, m, op, insn, code, sums):
-        """The checks of one operation's fields (its dependency flags are fine)."""
+    def _stage1(self, m, insn, early, extent, late):
+        """Every check that needs no sum, from the incoming word: ``early`` the code of the
+        checks made before the fields' ranges (opcode, dependency flags, scratchpad),
+        ``extent`` whether a count is zero or too large, ``late`` the code of the first
+        failing check among those made after the range checks (alignment, stride, the first
+        row past the 32-bit address space: later rows are the unit's to check as it gets to
+        them; CONFIG values)."""
         cfg, g = self.config, self.geometry
         ld, cp, st, cf = insn.args.load, insn.args.compute, insn.args.store, insn.args.config
         lo, hi = -(1 << (cfg.in_bits - 1)), (1 << (cfg.in_bits - 1)) - 1
@@ -222,45 +216,69 @@ class Dispatcher(wiring.Component):
         def misaligned(*values):
             return Cat(*(v[:2] for v in values)).any()
 
-        if op == Op.LOAD:
-            with m.Switch(ld.spad):
-                for spad, depth, width in ((Spad.A, g.a_rows, g.a_row_bytes),
-                                           (Spad.B, g.b_rows, g.b_row_bytes),
-                                           (Spad.Q, g.q_rows, g.q_row_bytes)):
-                    with m.Case(spad):
-                        with m.If((ld.rows == 0) | (ld.length == 0) | (ld.length > width)):
-                            m.d.comb += code.eq(ErrorCode.EXTENT)
-                        with m.Elif(sums["load"] > depth):
-                            m.d.comb += code.eq(ErrorCode.OVERRUN)
-                        if spad == Spad.Q:
-                            with m.Elif(misaligned(ld.addr, ld.stride, ld.length)):
-                                m.d.comb += code.eq(ErrorCode.ALIGN)
-                        with m.Elif(sums["load_end"] > 1 << ADDR_BITS):
-                            m.d.comb += code.eq(ErrorCode.ADDRESS)
-                with m.Default():
-                    m.d.comb += code.eq(ErrorCode.SPAD)
-        elif op == Op.COMPUTE:
-            with m.If(cp.extent == 0):
-                m.d.comb += code.eq(ErrorCode.EXTENT)
-            with m.Elif((sums["a"] > g.a_rows) | (sums["b"] > g.b_rows)
-                        | (sums["acc"] > g.acc_rows)):
-                m.d.comb += code.eq(ErrorCode.OVERRUN)
-        elif op == Op.STORE:
-            row_bytes = Mux(st.requant, st.cols, st.cols << 2)
-            several = st.rows > 1
-            with m.If((st.rows == 0) | (st.cols == 0) | (st.cols > cfg.cols)):
-                m.d.comb += code.eq(ErrorCode.EXTENT)
-            with m.Elif((sums["store"] > g.acc_rows)
-                        | (st.requant & (sums["q"] > g.q_rows))):
-                m.d.comb += code.eq(ErrorCode.OVERRUN)
-            with m.Elif(~st.requant & (misaligned(st.addr) | several & misaligned(st.stride))):
-                m.d.comb += code.eq(ErrorCode.ALIGN)
-            with m.Elif(several & (st.stride < row_bytes)):
-                m.d.comb += code.eq(ErrorCode.STRIDE)
-            with m.Elif(sums["store_end"] > 1 << ADDR_BITS):
-                m.d.comb += code.eq(ErrorCode.ADDRESS)
-        elif op == Op.CONFIG:
-            values = (cf.zero_point, cf.qmin, cf.qmax)
-            out_of_range = Cat(*((v < lo) | (v > hi) for v in values)).any()
-            with m.If(out_of_range | (cf.qmin > cf.qmax)):
-                m.d.comb += code.eq(ErrorCode.RANGE)
+        with m.Switch(insn.op):
+            for op in Op:
+                with m.Case(op):
+                    allowed = set(POPS[op]) | set(PUSHES[op])
+                    flags = [getattr(insn.deps, name) for name, _ in insn.deps.shape()
+                             if name not in allowed]
+                    if flags:
+                        with m.If(Cat(*flags).any()):
+                            m.d.comb += early.eq(ErrorCode.DEPS)
+                    if op == Op.LOAD:
+                        with m.If(~Cat(*flags).any() if flags else 1):
+                            with m.If(ld.spad.as_value() == 3):   # no such Spad
+                                m.d.comb += early.eq(ErrorCode.SPAD)
+                        widths = Mux(ld.spad == Spad.A, g.a_row_bytes,
+                                     Mux(ld.spad == Spad.B, g.b_row_bytes, g.q_row_bytes))
+                        m.d.comb += extent.eq((ld.rows == 0) | (ld.length == 0)
+                                              | (ld.length > widths))
+                        # the last byte's address carries out of 32 bits
+                        past = (ld.addr + (ld.length - 1))[ADDR_BITS] & (ld.length != 0)
+                        with m.If((ld.spad == Spad.Q) & misaligned(ld.addr, ld.stride,
+                                                                    ld.length)):
+                            m.d.comb += late.eq(ErrorCode.ALIGN)
+                        with m.Elif(past):
+                            m.d.comb += late.eq(ErrorCode.ADDRESS)
+                    elif op == Op.COMPUTE:
+                        m.d.comb += extent.eq(cp.extent == 0)
+                    elif op == Op.STORE:
+                        m.d.comb += extent.eq((st.rows == 0) | (st.cols == 0)
+                                              | (st.cols > cfg.cols))
+                        row_bytes = Mux(st.requant, st.cols, st.cols << 2)
+                        several = st.rows > 1
+                        past = (st.addr + (row_bytes - 1))[ADDR_BITS] & (row_bytes != 0)
+                        with m.If(~st.requant & (misaligned(st.addr)
+                                                 | several & misaligned(st.stride))):
+                            m.d.comb += late.eq(ErrorCode.ALIGN)
+                        with m.Elif(several & (st.stride < row_bytes)):
+                            m.d.comb += late.eq(ErrorCode.STRIDE)
+                        with m.Elif(past):
+                            m.d.comb += late.eq(ErrorCode.ADDRESS)
+                    elif op == Op.CONFIG:
+                        values = (cf.zero_point, cf.qmin, cf.qmax)
+                        with m.If(Cat(*((v < lo) | (v > hi) for v in values)).any()
+                                  | (cf.qmin > cf.qmax)):
+                            m.d.comb += late.eq(ErrorCode.RANGE)
+            with m.Default():
+                m.d.comb += early.eq(ErrorCode.OPCODE)
+
+    def _overrun(self, m, insn, sums):
+        """Whether the instruction's rows run past a memory's end (stage 2: the compares of the
+        sums stage 1 registered)."""
+        g = self.geometry
+        ld, st = insn.args.load, insn.args.store
+        overrun = Signal()
+        with m.Switch(insn.op):
+            with m.Case(Op.LOAD):
+                depth = Mux(ld.spad == Spad.A, sums["load"] > g.a_rows,
+                            Mux(ld.spad == Spad.B, sums["load"] > g.b_rows,
+                                sums["load"] > g.q_rows))
+                m.d.comb += overrun.eq(depth)
+            with m.Case(Op.COMPUTE):
+                m.d.comb += overrun.eq((sums["a"] > g.a_rows) | (sums["b"] > g.b_rows)
+                                       | (sums["acc"] > g.acc_rows))
+            with m.Case(Op.STORE):
+                m.d.comb += overrun.eq((sums["store"] > g.acc_rows)
+                                       | (st.requant & (sums["q"] > g.q_rows)))
+        return overrun

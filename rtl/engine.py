@@ -51,9 +51,11 @@ __all__ = ["Engine", "EngineTiming", "ErrorCode", "check_engine", "counter_layou
 def check_engine(config: EngineConfig) -> None:
     """Refuse a configuration the programmable engine cannot be built for, with the reason.
 
-    Everything that builds or costs the engine (the generator, ``tessera map``, sweeps)
-    calls this, so a configuration is refused the same way everywhere."""
+    Everything that builds or costs the engine (the generator, the simulator, ``tessera map``,
+    sweeps, the FPGA flow) calls this, so a configuration is refused the same way everywhere.
+    """
     from .config import ConfigError
+    from .isa import ROW_BITS
 
     if config.in_bits != 8:
         raise ConfigError(f"the programmable engine moves int8 operands: in_bits must be 8, "
@@ -64,7 +66,29 @@ def check_engine(config: EngineConfig) -> None:
     if config.acc_bits < 17:
         raise ConfigError(f"the requantizer needs acc_bits of at least 17, not "
                           f"{config.acc_bits}")
+    if config.mem_bytes_per_cycle > MAX_BEAT_BYTES:
+        raise ConfigError(f"mem_bytes_per_cycle must be at most {MAX_BEAT_BYTES} (a memory "
+                          f"beat never carries more than one row, and no row is wider than "
+                          f"{MAX_BEAT_BYTES} bytes), not {config.mem_bytes_per_cycle}")
+    rows = 1 << ROW_BITS
+    in_bytes = (config.in_bits + 7) // 8
+    for name, kib, row_bytes, what in (
+            ("spad_kib", config.spad_kib, config.rows * in_bytes, "scratchpad A"),
+            ("spad_kib", config.spad_kib, config.cols * in_bytes, "scratchpad B"),
+            ("acc_kib", config.acc_kib, config.cols * ((config.acc_bits + 7) // 8),
+             "the accumulator")):
+        if kib * 1024 // row_bytes > rows:
+            most = rows * row_bytes // 1024
+            raise ConfigError(f"{name} = {kib} gives {what} {kib * 1024 // row_bytes:,} "
+                              f"{row_bytes}-byte rows, more than the {rows:,} an instruction's "
+                              f"{ROW_BITS}-bit row fields address: at most {most:,} KiB on a "
+                              f"{config.rows}x{config.cols} array")
     geometry(config)
+
+
+#: the widest memory beat the engine's port takes, in bytes: the widest row any memory holds
+#: (an accumulator row of 256 int32 columns)
+MAX_BEAT_BYTES = 1024
 
 
 @dataclass(frozen=True)

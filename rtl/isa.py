@@ -28,8 +28,9 @@ each kind of instruction the assembler refuses (:attr:`AsmError.code` names the 
 
 Adding an instruction: its opcode in :class:`Op`, its layout in the ``args`` union, its queue in
 :data:`QUEUE_OF`, its flags in :data:`POPS`/:data:`PUSHES`, its checks in :func:`check` (with
-the :class:`ErrorCode` the hardware raises) and in ``rtl/dispatch.py``'s decoder, then the unit
-that runs it (its timing property) and its line in ``mapping/program.py``'s model.
+the :class:`ErrorCode` the hardware raises) and in ``rtl/dispatch.py``'s decoder (``_stage1``,
+``_overrun``), then the unit that runs it (its timing property) and its line in
+``mapping/program.py``'s model.
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ __all__ = [
     "ADDR_BITS", "AsmError", "ErrorCode", "Insn", "Op", "POPS", "PUSHES", "QUEUE_OF",
     "Q_BLOCK", "Q_BLOCK_ROWS", "Queue", "Spad", "TOKENS", "assemble", "check", "compute",
     "config", "decode", "disassemble", "encode", "geometry", "insn_layout", "load", "parse",
-    "q_block_row", "store",
+    "parse_numbered", "q_block_row", "store",
 ]
 
 ADDR_BITS = 32
@@ -489,6 +490,11 @@ def parse(text: str) -> list[Insn]:
     One instruction per line; ``#`` starts a comment; missing fields are zero; numbers are
     decimal or ``0x`` hexadecimal.
     """
+    return [insn for _, insn in parse_numbered(text)]
+
+
+def parse_numbered(text: str) -> list[tuple[int, Insn]]:
+    """:func:`parse`, each instruction with its line number (for messages that name it)."""
     program = []
     for n, raw in enumerate(text.splitlines(), start=1):
         line = raw.split("#", 1)[0].strip()
@@ -518,5 +524,6 @@ def parse(text: str) -> list[Insn]:
             if m.group(1) in args:
                 raise AsmError(f"line {n}: field {m.group(1)} given twice")
             args[m.group(1)] = _number(m.group(2))
-        program.append(Insn(op, {k: args.get(k, 0) for k in _FIELDS[op]}, frozenset(deps)))
+        program.append((n, Insn(op, {k: args.get(k, 0) for k in _FIELDS[op]},
+                                 frozenset(deps))))
     return program

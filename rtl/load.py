@@ -50,10 +50,8 @@ class LoadTiming:
         """The memory's: cycles from a read's grant to its data."""
         return self.config.read_latency
 
-    @property
-    def beats_per_cycle(self) -> int:
-        """Throughput: memory beats the unit asks for per cycle."""
-        return 1
+    #: throughput: memory beats the unit asks for per cycle (while it has a LOAD)
+    throughput = 1
 
     def row_beats(self, length: int) -> int:
         """Beats of one row of ``length`` bytes."""
@@ -139,10 +137,13 @@ class LoadUnit(wiring.Component):
         one_beat_rows = Signal()
         # The next row's address, a row ahead, in bits enough never to wrap (the unit stops at
         # the first row past the address space): a row starts from a register copy, and
-        # whether it runs past the address space is a compare of registers.
+        # whether it runs past the address space is a compare of registers, made as the row
+        # before it ends. `asking` is busy and not past it, kept in its own register, so the
+        # request's valid is two register outputs, as it was before the check (it reaches the
+        # memory arbiter's choice, and from there the clock enables of both units).
         next_row = Signal(ADDR_BITS + 2)
         limit = Signal(ADDR_BITS + 2)   # the last address a row may start at
-        past = Signal()                  # the current row runs past the address space
+        asking = Signal()
 
         # Take the next LOAD once its token (if it waits for one) is there.
         start = ~busy & ~self.error & self.insn.valid \
@@ -154,18 +155,18 @@ class LoadUnit(wiring.Component):
                          addr.eq(ld.addr), stride.eq(ld.stride),
                          next_row.eq(ld.addr + ld.stride),
                          limit.eq((1 << ADDR_BITS) - ld.length),
-                         past.eq(0),   # (the decoder checked the first row)
+                         asking.eq(1),   # (the decoder checked the first row)
                          push.eq(head.deps.push_next), last_beat.eq(ld.length <= w),
                          one_beat_rows.eq(ld.length <= w)]
 
         last_row = rows_left == 1
         m.d.comb += [
-            req.valid.eq(busy & tag_room & ~past),
+            req.valid.eq(asking & tag_room),
             req.payload.write.eq(0),
             req.payload.addr.eq(addr),
             req.payload.length.eq(Mux(last_beat, remaining, w)),
         ]
-        with m.If(busy & past):
+        with m.If(busy & ~asking):   # stopped before a row past the address space
             m.d.sync += self.error.eq(1)
         tag_in = data.View(tag_layout, tags.w_data)
         m.d.comb += [tag_in.spad.eq(spad), tag_in.row.eq(row), tag_in.beat.eq(beat),
@@ -176,7 +177,7 @@ class LoadUnit(wiring.Component):
                 m.d.sync += [remaining.eq(length), last_beat.eq(one_beat_rows), beat.eq(0),
                              row.eq(row + 1), rows_left.eq(rows_left - 1),
                              addr.eq(next_row), next_row.eq(next_row + stride),
-                             past.eq(~last_row & (next_row > limit))]
+                             asking.eq(~last_row & ~(next_row > limit))]
                 with m.If(last_row):
                     m.d.sync += busy.eq(0)
             with m.Else():

@@ -61,6 +61,8 @@ class StoreTiming:
     push_delay = 1
     #: cycles a CONFIG takes
     config_cycles = 1
+    #: throughput: memory beats per cycle once a STORE's first is ready (rows back to back)
+    throughput = 1
 
     @property
     def stages(self) -> list[type[Stage]]:
@@ -187,10 +189,14 @@ class BeatSplitter(wiring.Component):
         left = Signal(range(top + 1))   # bytes of the row still to send
         last_beat = Signal()            # left <= w, kept a beat ahead
         # The next row's address, a row ahead, in bits enough never to wrap; whether that
-        # row runs past the address space is a compare of registers.
+        # row runs past the address space is a compare of registers. `sending` is a row in the
+        # buffer and not past it, kept in its own register: the request's valid is a register
+        # output, as it was before the check (it reaches the memory arbiter's choice, and from
+        # there the clock enables of both units).
         next_row = Signal(ADDR_BITS + 2)
         limit = Signal(ADDR_BITS + 2)
-        past = Signal()
+        past = Signal()       # the row after the one sent last runs past the address space
+        sending = Signal()
         with m.If(self.start):
             m.d.sync += [row_addr.eq(self.addr), next_row.eq(self.addr + self.stride),
                          stride.eq(self.stride), row_size.eq(self.row_bytes),
@@ -199,24 +205,28 @@ class BeatSplitter(wiring.Component):
         # A new row may enter as the current one's last beat leaves: one row per beat.
         m.d.comb += self.i.ready.eq(~have | (req.ready & last_beat))
         m.d.comb += [
-            req.valid.eq(have & ~past),
+            req.valid.eq(sending),
             req.payload.write.eq(1),
             req.payload.addr.eq(row_addr + offset),
             req.payload.length.eq(Mux(last_beat, left, w)),
             req.payload.data.eq(buf.bit_select(offset * 8, 8 * w) if top > w else buf),
         ]
-        with m.If(have & past):
+        with m.If(have & ~sending):   # stopped before a row past the address space
             m.d.sync += self.error.eq(1)
+        advancing = req.valid & req.ready & last_beat
+        beyond = next_row > limit
         with m.If(req.valid & req.ready):
             with m.If(last_beat):
-                m.d.sync += [have.eq(0), row_addr.eq(next_row), next_row.eq(next_row + stride),
-                             past.eq(next_row > limit), self.rows_done.eq(self.rows_done + 1)]
+                m.d.sync += [have.eq(0), sending.eq(0), row_addr.eq(next_row),
+                             next_row.eq(next_row + stride), past.eq(beyond),
+                             self.rows_done.eq(self.rows_done + 1)]
             with m.Else():
                 m.d.sync += [offset.eq(offset + w), left.eq(left - w),
                              last_beat.eq(left - w <= w)]
         with m.If(self.i.valid & self.i.ready):
             m.d.sync += [buf.eq(self.i.payload), have.eq(1), offset.eq(0), left.eq(row_size),
-                         last_beat.eq(row_size <= w)]
+                         last_beat.eq(row_size <= w),
+                         sending.eq(~Mux(advancing, beyond, past))]
         return m
 
 

@@ -31,6 +31,8 @@ class TokenTiming:
 
     #: cycles from a push to the token being ``available`` (the count is a register)
     latency = 1
+    #: throughput: a push and a pop each cycle
+    throughput = 1
     #: tokens a counter holds; a program that leaves more outstanding on one channel wraps it
     capacity = (1 << TOKEN_BITS) - 1
 

@@ -140,6 +140,7 @@ def build(config: EngineConfig, *, depth: int = 2048, waves: bool = False,
     with open(directory.parent / f".{directory.name}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if stamp.exists():
+            os.utime(directory)   # used now: `tessera clean --keep-last` keeps what is in use
             return result
         if directory.exists():
             shutil.rmtree(directory)  # a build that was interrupted

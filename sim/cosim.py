@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mapping.gemm import plan_gemm
+from mapping.gemm import PlanError, check_gemm, plan_gemm
 from mapping.operands import golden_result, make_operands, memory_image, read_result
 from mapping.program import program_cycles
 from rtl import isa
@@ -55,6 +55,17 @@ class Job:
     read: list[tuple[int, int]]
     stall: int = 0
     timeout_cycles: int = 0
+
+
+#: the most bytes a co-simulation's memory may hold (operands, results, parameters)
+MAX_SIM_BYTES = 256 << 20
+
+
+def _timeout(job: Job, w: int) -> int:
+    """Cycles to wait for a program with no prediction: generous for its instructions and
+    memory traffic, and stretched by the share of cycles the memory refuses."""
+    base = 50 * (len(job.words) + len(job.image) // w) + 100_000
+    return base * 256 // max(1, 256 - job.stall)
 
 
 def run_job(sim, test_module: str, tmp: Path) -> None:
@@ -108,8 +119,7 @@ def run_programs(cfg: EngineConfig, jobs: list[Job], *, build_root: Path | None 
                 "program": [f"{x:x}" for x in job.words], "memory": str(tmp / f"image{n}.bin"),
                 "bytes_per_word": w, "stall": job.stall, "read": [list(r) for r in job.read],
                 "out": str(tmp / f"out{n}.json"),
-                "timeout_cycles": job.timeout_cycles
-                or 50 * (len(job.words) + len(job.image) // w) + 100_000})
+                "timeout_cycles": job.timeout_cycles or _timeout(job, w)})
         (tmp / "job.json").write_text(json.dumps({"jobs": spec}))
         run_job(sim, "sim.tb_engine", tmp)
         seconds = time.perf_counter() - t0
@@ -143,22 +153,30 @@ def cosim_gemms(cfg: EngineConfig, cases: list[tuple[int, int, int, int, bool, i
     """Several GEMMs ``(m, k, n, seed, requant, stall)`` in one simulator process."""
     prepared = []
     for m, k, n, seed, requant, stall in cases:
+        if isinstance(stall, bool) or not isinstance(stall, int) or not 0 <= stall <= 255:
+            raise PlanError(f"stall is a chance out of 256 that memory refuses a request, 0 to "
+                            f"255, not {stall!r}")
+        layout = check_gemm(cfg, m, k, n, requant)   # the shape, before any allocation
+        if layout.size > MAX_SIM_BYTES:
+            raise PlanError(f"a {m}x{k}x{n} GEMM needs {layout.size:,} bytes of memory for its "
+                            f"operands and result; co-simulation holds at most "
+                            f"{MAX_SIM_BYTES >> 20} MiB")
         ops = make_operands(m, k, n, seed=seed, requant=requant)
         plan = plan_gemm(cfg, m, k, n, requant=requant, zero_point=ops.zero_point)
         words = isa.assemble(plan.program, cfg)
+        predicted = program_cycles(cfg, plan.program, stall=stall).cycles
         job = Job(words, memory_image(plan, ops), [(plan.layout.c_addr, m * plan.layout.ldc)],
-                  stall)
-        prepared.append((plan, ops, job))
+                  stall, timeout_cycles=2 * predicted + 10_000)
+        prepared.append((plan, ops, job, predicted))
     runs = run_programs(cfg, [p[2] for p in prepared], build_root=build_root,
                         min_mem_words=min_mem_words)
     results = []
-    for (plan, ops, job), run, case in zip(prepared, runs, cases, strict=True):
+    for (plan, ops, job, predicted), run, case in zip(prepared, runs, cases, strict=True):
         m, k, n, seed, requant, stall = case
         want = golden_result(cfg, ops, requant)
         got = read_result(plan, run.regions[0]) if run.error is None else None
         mismatches = int((got != want).sum()) if got is not None else want.numel()
         macs = m * k * n
-        predicted = program_cycles(cfg, plan.program, stall=stall).cycles
         results.append({
             "config": cfg.label, "m": m, "k": k, "n": n, "requant": requant, "seed": seed,
             "stall": stall, "bit_exact": run.error is None and mismatches == 0,

@@ -28,14 +28,19 @@ def _cmd_verilog(args: argparse.Namespace, config: EngineConfig) -> int:
         top = Engine(config)
     else:
         top = TileEngine(config)
-    text = verilog.convert(top, name=args.name, emit_src=False)
+    name = args.name or f"tessera_{args.top}"
+    if not name.isidentifier() or not name.isascii():
+        print(f"tessera: error: --name must be a Verilog identifier (letters, digits and _, not "
+              f"starting with a digit), not {name!r}", file=sys.stderr)
+        return 2
+    text = _port_header(top, name, config) + verilog.convert(top, name=name, emit_src=False)
     if args.output == "-":
         sys.stdout.write(text)
         return 0
     out = Path(args.output)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text)
-    print(f"wrote {out} ({config.label}, top module {args.name}, "
+    print(f"wrote {out} ({config.label}, top module {name}, "
           f"{len(text.splitlines())} lines)", file=sys.stderr)
     if args.lint:
         import subprocess
@@ -50,6 +55,22 @@ def _cmd_verilog(args: argparse.Namespace, config: EngineConfig) -> int:
             return 1
         print(f"Verilator lint (-Wall with {WAIVERS.name}): clean", file=sys.stderr)
     return 0
+
+
+def _port_header(top, name: str, config: EngineConfig) -> str:
+    """A comment block naming the top module's ports: direction, width, what it carries."""
+    from amaranth.hdl import Shape
+    from amaranth.lib.wiring import In
+
+    lines = [f"// {name}: Tessera {type(top).__name__} for {config.label}",
+             f"// {config.to_dict()}",
+             "// ports (Amaranth flattens each stream and struct into <port>__<member>):"]
+    for path, member, _ in top.signature.flatten(top):
+        direction = "input " if member.flow == In else "output"
+        width = Shape.cast(member.shape).width
+        lines.append(f"//   {direction} {width:5d}  {'__'.join(map(str, path))}")
+    lines.append("//   input      1  clk, rst")
+    return "\n".join(lines) + "\n"
 
 
 def _cmd_sim(args: argparse.Namespace, config: EngineConfig) -> int:
@@ -184,8 +205,23 @@ def _cmd_cosim_op(args: argparse.Namespace, config: EngineConfig) -> int:
     return 0 if result["bit_exact"] else 1
 
 
+def _version() -> str:
+    """Tessera's version and the tools it runs on."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    def v(name: str) -> str:
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            return "not installed"
+
+    tools = ", ".join(f"{n} {v(n)}" for n in ("amaranth", "cocotb", "verilator", "torch"))
+    return f"tessera {v('tessera')} ({tools})"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tessera", description=__doc__)
+    parser.add_argument("--version", action="version", version=_version())
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("verilog", help="write the engine's Verilog")
@@ -195,7 +231,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top", choices=("tile", "engine"), default="tile",
                    help="tile: the systolic tile engine with stream ports; engine: the whole "
                         "programmable engine (instruction stream, memory port, counters)")
-    p.add_argument("--name", default="tessera_tile", help="top module name")
+    p.add_argument("--name", default=None,
+                   help="top module name (default tessera_tile or tessera_engine)")
     p.add_argument("--lint", action="store_true",
                    help="then lint the file with Verilator -Wall and the project's waivers")
     p.set_defaults(func=_cmd_verilog)
@@ -245,8 +282,10 @@ def build_parser() -> argparse.ArgumentParser:
     q.set_defaults(func=_cmd_cosim_op)
 
     from .map_cmd import add_map_parser
+    from .tools_cmd import add_tool_parsers
 
     add_map_parser(sub)
+    add_tool_parsers(sub)
 
     from .fpga_cmd import add_fpga_parser
     from .sweep_cmd import add_sweep_parser

@@ -28,6 +28,7 @@ the column names: cycles, ms, uJ, bytes, mm2, KiB.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import itertools
@@ -41,13 +42,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mapping.units import clean, scale_for
 from rtl.config import ConfigError, EngineConfig, preset, read_toml
+from rtl.engine import check_engine
 
-__all__ = ["AXES", "SweepError", "Sweep", "SweepResult", "area_mm2", "evaluate", "load_spec"]
+__all__ = ["AXES", "SweepError", "Sweep", "SweepInterrupted", "SweepResult", "area_mm2",
+           "evaluate", "load_spec"]
 
-#: the EngineConfig fields a sweep may vary, with the type of their values
+#: the EngineConfig fields a sweep may vary, with the type of their values (``in_bits`` is
+#: not one: the programmable engine moves int8 operands)
 AXES: dict[str, type] = {
-    "rows": int, "cols": int, "dataflow": str, "in_bits": int, "acc_bits": int,
+    "rows": int, "cols": int, "dataflow": str, "acc_bits": int,
     "hash_bits": int, "spad_kib": int, "acc_kib": int, "mem_bytes_per_cycle": int,
     "mem_latency": int, "clock_mhz": float,
 }
@@ -109,6 +114,18 @@ def _workload_spec(entry: Any, where: str) -> dict[str, Any]:
     if entry.get("attention", "softmax") not in ATTENTIONS:
         raise SweepError(f"{where}: attention must be one of {', '.join(ATTENTIONS)}, not "
                          f"{entry['attention']!r}")
+    for option in ("seq", "image_size", "batch"):
+        v = entry.get(option)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+            raise SweepError(f"{where}: {option} must be a positive integer, not {v!r}")
+    # build it once now, so what the model itself refuses is said before any work starts
+    from mapping.workloads import WorkloadError, build
+
+    try:
+        build(model, seq=entry.get("seq"), image_size=entry.get("image_size"),
+              batch=entry.get("batch", 1), attention=entry.get("attention", "softmax"))
+    except WorkloadError as e:
+        raise SweepError(f"{where}: {e}") from None
     label = model + "".join(f" {k}={entry[k]}" for k in _MODEL_OPTIONS if k in entry)
     return {**entry, "label": label}
 
@@ -171,6 +188,7 @@ def evaluate(point: _Point) -> dict[str, Any]:
 
         result = map_workload(workload, cfg, ideal_memory=point.options["ideal_memory"])
         t = result.totals()
+        batch = int(result.params.get("batch", 1) or 1)
         row.update({
             "pes": cfg.pes,
             "sram_kib": 2 * cfg.spad_kib + cfg.acc_kib,
@@ -185,6 +203,8 @@ def evaluate(point: _Point) -> dict[str, Any]:
             "dram_bytes": t["dram_bytes"],
             "onchip_bytes": t["onchip_bytes"],
             "energy_uj": t["energy_pj"] / 1e6,
+            # a run maps the whole batch; the plots compare designs per input
+            "batch": batch,
             "error": "",
         })
         if point.options["per_op"]:
@@ -212,8 +232,32 @@ def _validate(cfg: EngineConfig, result) -> dict[str, Any]:
             "rtl_error": run["error"] or ("" if run["bit_exact"] else "mismatch")}
 
 
-def _evaluate_many(points: list[_Point]) -> list[dict[str, Any]]:
-    return [evaluate(p) for p in points]
+def _evaluate_many(points: list[_Point], cache: Path | None = None) -> list[dict[str, Any]]:
+    """Evaluate points one after another; each finished row goes into ``cache`` at once, so
+    an interrupted batch keeps the points it finished."""
+    rows = []
+    for p in points:
+        row = evaluate(p)
+        if cache is not None and not row["error"]:
+            _cache_write(cache, row)
+        rows.append(row)
+    return rows
+
+
+def _worker_init() -> None:
+    """Pool workers leave interruption to the sweep's own process, which stops them."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
+class SweepInterrupted(KeyboardInterrupt):
+    """Ctrl-C or SIGTERM during a sweep; ``done`` points were finished (and are cached)."""
+
+    def __init__(self, done: int, total: int):
+        super().__init__(f"{done} of {total} points done")
+        self.done, self.total = done, total
 
 
 # -- the sweep -------------------------------------------------------------------------------------
@@ -256,6 +300,9 @@ class Sweep:
         if not isinstance(self.axes, dict):
             raise SweepError(f"axes must be a table of field = [values], not {self.axes!r}")
         for name, values in self.axes.items():
+            if name == "in_bits":
+                raise SweepError("in_bits is not an axis: the programmable engine moves int8 "
+                                 "operands (in_bits = 8)")
             if name not in AXES:
                 raise SweepError(f"unknown axis {name!r}; axes: {', '.join(AXES)}")
             if isinstance(values, (str, bytes)) or not isinstance(values, Iterable):
@@ -266,6 +313,11 @@ class Sweep:
             if len(set(map(repr, values))) != len(values):
                 raise SweepError(f"axis {name} repeats a value: {values!r}")
             for v in values:
+                kind = AXES[name]
+                if isinstance(v, bool) or not isinstance(v, (int, float) if kind is float
+                                                          else kind):
+                    raise SweepError(f"axis {name}: value {v!r} is not "
+                                     f"{'a number' if kind is float else kind.__name__}")
                 try:
                     base.replace(**{name: v})
                 except ConfigError as e:
@@ -275,9 +327,14 @@ class Sweep:
         specs = [_workload_spec(w, f"workload {i + 1}") for i, w in enumerate(self.workloads)]
         if not specs:
             raise SweepError("the sweep names no workload")
-        if not isinstance(self.validate, int) or self.validate < 0:
+        if isinstance(self.validate, bool) or not isinstance(self.validate, int) \
+                or self.validate < 0:
             raise SweepError(f"validate must be a number of points (0 or more), not "
                              f"{self.validate!r}")
+        for flag in ("per_op", "ideal_memory"):
+            if not isinstance(getattr(self, flag), bool):
+                raise SweepError(f"{flag} must be true or false, not "
+                                 f"{getattr(self, flag)!r}")
         names = list(self.axes)
         options = {"ideal_memory": bool(self.ideal_memory), "per_op": bool(self.per_op)}
         points = []
@@ -285,8 +342,10 @@ class Sweep:
             changes = dict(zip(names, values, strict=True))
             try:
                 cfg = base.replace(**changes) if changes else base
-            except ConfigError as e:  # a combination the engine refuses (acc_bits vs in_bits)
-                where = ", ".join(f"{k}={v!r}" for k, v in changes.items())
+                # what the RTL cannot build, refused as `tessera map` and the generator do
+                check_engine(cfg)
+            except ConfigError as e:  # a combination the engine refuses
+                where = ", ".join(f"{k}={v!r}" for k, v in changes.items()) or "base"
                 raise SweepError(f"point {where}: {e}") from None
             config = cfg.to_dict()
             for spec in specs:
@@ -336,13 +395,19 @@ class Sweep:
 
             size = chunk or max(1, min(64, len(todo) // (8 * jobs) or 1))
             batches = [todo[i:i + size] for i in range(0, len(todo), size)]
-            if scheduler is not None:
-                _run_dask(scheduler, batches, done)
-            elif jobs == 1 or len(batches) <= 1:
-                for b in batches:
-                    done(_evaluate_many(b))
-            else:
-                _run_pool(jobs, batches, done)
+            try:
+                with _terminate_as_interrupt():
+                    if scheduler is not None:
+                        _run_dask(scheduler, batches, done)
+                    elif jobs == 1 or len(batches) <= 1:
+                        for b in batches:
+                            done(_evaluate_many(b, cache))
+                    else:
+                        _run_pool(jobs, batches, done, cache)
+            except KeyboardInterrupt:
+                finished = sum(1 for p in self.points if p.index in rows
+                               or (cache is not None and (cache / f"{p.key}.json").is_file()))
+                raise SweepInterrupted(finished, len(self.points)) from None
         seconds = time.perf_counter() - t0
         result = SweepResult(self.name, [rows[p.index] for p in self.points],
                              axes=list(self.axes), computed=len(todo), cached=cached,
@@ -374,26 +439,68 @@ def _cache_write(cache: Path, row: dict[str, Any]) -> None:
     tmp.replace(path)
 
 
-def _run_pool(jobs: int, batches: list[list[_Point]], done: Callable) -> None:
+@contextlib.contextmanager
+def _terminate_as_interrupt():
+    """SIGTERM raises KeyboardInterrupt in the sweep's process while the body runs (as Ctrl-C
+    does), so both stop the workers the same way."""
+    import signal
+
+    def handler(signum, frame):
+        raise KeyboardInterrupt
+
+    try:
+        previous = signal.signal(signal.SIGTERM, handler)
+    except ValueError:   # not the main thread: leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _run_pool(jobs: int, batches: list[list[_Point]], done: Callable,
+              cache: Path | None) -> None:
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
     # forkserver: workers start clean (torch and threads in the parent are not forked)
     ctx = multiprocessing.get_context("forkserver")
-    with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
-        futures = [pool.submit(_evaluate_many, b) for b in batches]
+    pool = ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_worker_init)
+    try:
+        futures = [pool.submit(_evaluate_many, b, cache) for b in batches]
         for f in as_completed(futures):
             done(f.result())
+    except BaseException:
+        # Interrupted: the workers stop now (what they finished is in the cache already).
+        for process in list(getattr(pool, "_processes", {}).values()):
+            process.kill()
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown()
 
 
 def _run_dask(scheduler: Any, batches: list[list[_Point]], done: Callable) -> None:
     from dask.distributed import Client, as_completed
 
-    client = scheduler if isinstance(scheduler, Client) else Client(scheduler, timeout="10s")
+    if isinstance(scheduler, Client):
+        client = scheduler
+    else:
+        if not isinstance(scheduler, str) or "://" not in scheduler:
+            raise SweepError(f"a Dask scheduler address looks like tcp://host:8786, not "
+                             f"{scheduler!r}")
+        try:
+            client = Client(scheduler, timeout="10s")
+        except (OSError, TimeoutError, ValueError) as e:
+            raise SweepError(f"cannot reach the Dask scheduler at {scheduler}: {e}") from None
+    futures = []
     try:
         futures = client.map(_evaluate_many, batches, pure=False)
         for f in as_completed(futures):
             done(f.result())
+    except BaseException:
+        client.cancel(futures)
+        raise
     finally:
         if client is not scheduler:
             client.close()
@@ -433,10 +540,20 @@ class _Progress:
 # -- results ---------------------------------------------------------------------------------------
 
 #: the row's columns, in file order (optional ones follow when present)
-COLUMNS = ["point", "workload", *AXES, "pes", "sram_kib", "area_mm2", "cycles",
+COLUMNS = ["point", "workload", *AXES, "pes", "sram_kib", "area_mm2", "batch", "cycles",
            "compute_cycles", "stall_cycles", "modeled_cycles", "latency_ms", "utilization",
            "macs", "dram_bytes", "onchip_bytes", "energy_uj"]
 _OPTIONAL = ["rtl_op", "rtl_cycles", "rtl_predicted", "rtl_bit_exact", "rtl_error"]
+#: the plots :func:`plot` draws
+_PLOTS = ("pareto_energy.png", "pareto_area.png", "utilization.png")
+#: units of the machine outputs' columns (also in their names)
+_UNITS = {"cycles": "cycles", "latency_ms": "ms (for the whole batch)", "energy_uj": "uJ (for "
+          "the whole batch)", "area_mm2": "mm^2 (45 nm model)", "dram_bytes": "bytes",
+          "onchip_bytes": "bytes", "sram_kib": "KiB", "utilization": "fraction of PE cycles"}
+
+
+def _cleaned(row: dict[str, Any]) -> dict[str, Any]:
+    return {k: ([_cleaned(o) for o in v] if k == "ops" else clean(v)) for k, v in row.items()}
 
 
 @dataclass
@@ -450,6 +567,8 @@ class SweepResult:
     computed: int = 0
     cached: int = 0
     seconds: float = 0.0
+    #: the files the last :meth:`write` wrote
+    written: list[Path] = field(default_factory=list)
 
     @property
     def ok(self) -> list[dict[str, Any]]:
@@ -482,11 +601,12 @@ class SweepResult:
             w = csv.DictWriter(f, fieldnames=cols, extrasaction="ignore")
             w.writeheader()
             for r in self.rows:
-                w.writerow(r)
+                w.writerow({k: clean(v) for k, v in r.items()})
         written.append(out / "sweep.csv")
         (out / "sweep.json").write_text(json.dumps(
             {"name": self.name, "points": len(self.rows), "computed": self.computed,
-             "cached": self.cached, "seconds": self.seconds, "rows": self.rows}, indent=1))
+             "cached": self.cached, "seconds": round(self.seconds, 3),
+             "units": _UNITS, "rows": [_cleaned(r) for r in self.rows]}, indent=1))
         written.append(out / "sweep.json")
         if any("ops" in r for r in self.rows):
             op_cols = None
@@ -498,9 +618,13 @@ class SweepResult:
                             op_cols = list(line)
                             w = csv.DictWriter(f, fieldnames=op_cols, extrasaction="ignore")
                             w.writeheader()
-                        w.writerow(line)
+                        w.writerow({k: clean(v) for k, v in line.items()})
             written.append(out / "ops.csv")
-        written += plot(self, out)
+        plots = plot(self, out)
+        for stale in set(_PLOTS) - {p.name for p in plots}:
+            (out / stale).unlink(missing_ok=True)   # not redrawn: no stale figure stays behind
+        written += plots
+        self.written = written
         return written
 
 
@@ -515,9 +639,29 @@ def _label(row: dict[str, Any], axes: Sequence[str]) -> str:
     return text
 
 
+def _per_input(row: dict[str, Any], key: str) -> float:
+    """A row's figure for one input of its batch (a run maps the whole batch)."""
+    return row[key] / max(1, row.get("batch", 1) or 1)
+
+
+def _spread_labels(fig, ax, annotations) -> None:
+    """Move point labels apart (upwards, a step at a time) until no two overlap."""
+    renderer = fig.canvas.get_renderer()
+    placed = []
+    for ann in annotations:
+        for _ in range(12):
+            box = ann.get_window_extent(renderer)
+            if not any(box.overlaps(other) for other in placed):
+                break
+            x, y = ann.xyann
+            ann.xyann = (x, y + 7)
+        placed.append(ann.get_window_extent(renderer))
+
+
 def plot(result: SweepResult, out: str | Path) -> list[Path]:
-    """PNG plots: latency against energy and against area (Pareto fronts marked), and
-    utilization over array shapes. Returns the files written."""
+    """PNG plots: time against energy and against area per input (Pareto fronts marked), and
+    utilization over array shapes. Axes in units scaled to the data. Returns the files
+    written."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -529,31 +673,47 @@ def plot(result: SweepResult, out: str | Path) -> list[Path]:
         return []
     written = []
     workloads = sorted({r["workload"] for r in rows})
-    for y, ylabel, fname in (("energy_uj", "energy per inference (uJ)", "pareto_energy.png"),
+    t_factor, t_unit = scale_for("time_ms", max(_per_input(r, "latency_ms") for r in rows))
+    e_factor, e_unit = scale_for("energy_pj",
+                                 max(_per_input(r, "energy_uj") for r in rows) * 1e6)
+    per = {r["point"]: (_per_input(r, "latency_ms") / t_factor,
+                        _per_input(r, "energy_uj") * 1e6 / e_factor) for r in rows}
+    batches = sorted({r.get("batch", 1) for r in rows})
+    note = "" if batches == [1] else f" (batch {'/'.join(map(str, batches))})"
+    for y, ylabel, fname in (("energy", f"energy per input ({e_unit})", "pareto_energy.png"),
                              ("area_mm2", "array + SRAM area (mm$^2$, 45 nm model)",
                               "pareto_area.png")):
+        def yv(r, y=y):
+            return per[r["point"]][1] if y == "energy" else r[y]
+
         fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=120)
+        annotations = []
         for wl in workloads:
-            pts = [r for r in rows if r["workload"] == wl]
-            sc = ax.scatter([r["latency_ms"] for r in pts], [r[y] for r in pts], s=14,
+            pts = [{**r, "_x": per[r["point"]][0], "_y": yv(r)} for r in rows
+                   if r["workload"] == wl]
+            sc = ax.scatter([r["_x"] for r in pts], [r["_y"] for r in pts], s=14,
                             alpha=0.45, label=f"{wl} (all points)")
-            front = result.pareto("latency_ms", y, pts)
-            ax.plot([r["latency_ms"] for r in front], [r[y] for r in front], "-o", ms=4,
+            front = result.pareto("_x", "_y", pts)
+            ax.plot([r["_x"] for r in front], [r["_y"] for r in front], "-o", ms=4,
                     color=sc.get_facecolor()[0][:3], label=f"{wl} Pareto front")
             for r in front:
-                ax.annotate(_label(r, result.axes), (r["latency_ms"], r[y]), fontsize=6,
-                            xytext=(3, 3), textcoords="offset points")
-        ax.set_xlabel("latency per inference (ms)")
+                annotations.append(ax.annotate(_label(r, result.axes), (r["_x"], r["_y"]),
+                                               fontsize=6, xytext=(3, 3),
+                                               textcoords="offset points"))
+        ax.set_xlabel(f"time per input ({t_unit}){note}")
         ax.set_ylabel(ylabel)
-        for values, set_scale in (([r["latency_ms"] for r in rows], ax.set_xscale),
-                                  ([r[y] for r in rows], ax.set_yscale)):
+        xs = [per[r["point"]][0] for r in rows]
+        ys = [yv(r) for r in rows]
+        for values, set_scale in ((xs, ax.set_xscale), (ys, ax.set_yscale)):
             # a log axis only where the values span more than a decade
             if min(values) > 0 and max(values) / min(values) > 10:
                 set_scale("log")
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=7)
-        ax.set_title(f"{result.name}: latency vs {y.split('_')[0]}", fontsize=9)
+        ax.set_title(f"{result.name}: time vs {y.split('_')[0]}", fontsize=9)
         fig.tight_layout()
+        fig.canvas.draw()
+        _spread_labels(fig, ax, annotations)
         fig.savefig(out / fname)
         plt.close(fig)
         written.append(out / fname)
@@ -631,7 +791,14 @@ def load_spec(path: str | Path) -> Sweep:
                 and not Path(w["topology"]).is_absolute():
             w = {**w, "topology": str(path.parent / w["topology"])}
         workloads.append(w)
+    name = data.get("name", path.stem)
+    if not isinstance(name, str):
+        raise SweepError(f"{path}: name must be a string, not {name!r}")
+    for flag in ("per_op", "ideal_memory"):
+        if not isinstance(options.get(flag, False), bool):
+            raise SweepError(f"{path}: options.{flag} must be true or false (unquoted), not "
+                             f"{options[flag]!r}")
     return Sweep(axes=data["axes"], workloads=workloads, base=data.get("base", "default"),
-                 per_op=bool(options.get("per_op", False)),
-                 ideal_memory=bool(options.get("ideal_memory", False)),
-                 validate=options.get("validate", 0), name=data.get("name", path.stem))
+                 per_op=options.get("per_op", False),
+                 ideal_memory=options.get("ideal_memory", False),
+                 validate=options.get("validate", 0), name=name)

@@ -15,7 +15,8 @@ __all__ = ["add_sweep_parser"]
 
 
 def _cmd_sweep(args: argparse.Namespace, _config: object) -> int:
-    from tessera.sweep import SweepError, _label, load_spec
+    from mapping.units import format_energy_pj, format_time_ms
+    from tessera.sweep import SweepError, SweepInterrupted, _label, load_spec
 
     try:
         sweep = load_spec(args.spec)
@@ -29,28 +30,37 @@ def _cmd_sweep(args: argparse.Namespace, _config: object) -> int:
     try:
         result = sweep.run(jobs=args.jobs, scheduler=args.scheduler, out=out,
                            progress=False if args.quiet else None)
+    except SweepInterrupted as e:
+        print(f"tessera: interrupted: {e.done} of {e.total} points done, kept in {out}/cache "
+              f"(run the same command to finish the rest)", file=sys.stderr)
+        return 130
+    except SweepError as e:
+        print(f"tessera: error: {e}", file=sys.stderr)
+        return 2
     except OSError as e:
-        print(f"tessera: error: could not reach the Dask scheduler or write {out}: {e}",
-              file=sys.stderr)
+        print(f"tessera: error: could not write {out}: {e.strerror or e}", file=sys.stderr)
         return 2
     rate = result.computed / result.seconds * 60 if result.seconds and result.computed else 0
     print(f"{len(result.rows)} points ({result.computed} computed, {result.cached} from the "
           f"cache) in {result.seconds:.1f} s" + (f", {rate:,.0f} points/min" if rate else ""))
-    front = result.pareto("latency_ms", "energy_uj")
-    if front:
-        print("Pareto front, latency vs energy:")
+    for workload in dict.fromkeys(r["workload"] for r in result.ok):
+        # a front per workload: points of different workloads do not compete
+        front = result.pareto("latency_ms", "energy_uj",
+                              [r for r in result.ok if r["workload"] == workload])
+        print(f"Pareto front, latency vs energy, {workload}:")
         for r in front:
-            print(f"  {r['workload']:<14} {_label(r, result.axes):<24} "
-                  f"{r['latency_ms']:10.3f} ms  {r['energy_uj']:10.1f} uJ  "
+            print(f"  {_label(r, result.axes):<28} {format_time_ms(r['latency_ms']):>10}  "
+                  f"{format_energy_pj(r['energy_uj'] * 1e6):>10}  "
                   f"util {100 * r['utilization']:5.1f}%")
     for r in result.failed:
         print(f"point {r['point']} ({r['workload']}, {r['rows']}x{r['cols']} {r['dataflow']}) "
               f"failed: {r['error']}", file=sys.stderr)
-    for name in ("sweep.csv", "sweep.json", "ops.csv", "pareto_energy.png", "pareto_area.png",
-                 "utilization.png"):
-        if (out / name).exists():
-            print(f"wrote {out / name}")
-    return 1 if result.failed and not result.ok else 0
+    for path in result.written:
+        print(f"wrote {path}")
+    if result.failed:
+        print(f"{len(result.failed)} of {len(result.rows)} points failed", file=sys.stderr)
+        return 1
+    return 0
 
 
 def add_sweep_parser(sub: argparse._SubParsersAction) -> None:

@@ -79,3 +79,18 @@ def test_map_explains_each_blocking(capsys):
     assert main(["map", "gemm", "64", "64", "64", "--preset", "tiny", "--explain"]) == 0
     out = capsys.readouterr().out
     assert "blocking: mb=" in out and "blockings replayed" in out
+
+
+def test_a_closed_pipe_ends_the_command_quietly():
+    """``tessera ... | head``: no BrokenPipeError traceback when the reader has gone away (here
+    before the first write, so the writer meets the closed pipe for sure)."""
+    import os
+
+    read, write = os.pipe()
+    os.close(read)
+    proc = subprocess.run([sys.executable, "-m", "tessera.cli", "map", "deit-tiny", "--json"],
+                          stdout=write, stderr=subprocess.PIPE, timeout=120)
+    os.close(write)
+    assert b"Traceback" not in proc.stderr and b"BrokenPipe" not in proc.stderr, \
+        proc.stderr.decode()
+    assert proc.returncode == 141   # 128 + SIGPIPE, as Unix tools end

@@ -58,12 +58,53 @@ def test_text_round_trip():
     (isa.config(qmin=10, qmax=5), "qmin 10 is above qmax 5"),
     (isa.Insn(Op.LOAD, {**isa.load(Spad.A, 0, 1, 4, 0, 4).args}, frozenset({"pop_prev"})),
      "dependency flag(s) pop_prev make no sense on a load instruction"),
+    (isa.Insn(Op.CONFIG, isa.config().args, frozenset({"push_prev"})),
+     "dependency flag(s) push_prev make no sense on a config instruction"),
+    (isa.compute(0, 0, 0, 65536, False), "extent=65536 does not fit its 16-bit field (0..65535)"),
+    (isa.load(Spad.A, 0, 1, 4, 1 << 32, 4), "addr=4294967296 does not fit its 32-bit field"),
+    (isa.load(Spad.A, 0, 1, 4, -4, 4), "addr=-4 does not fit its 32-bit field"),
+    (isa.config(zero_point=40000), "zero_point=40000 does not fit its 16-bit field "
+                                   "(-32768..32767)"),
+    (isa.load(Spad.A, 0, 2, 4, (1 << 32) - 6, 4), "memory range 0xfffffffa..0x100000002 is "
+                                                   "outside the 32-bit address space"),
+    (isa.store(0, 1, 4, 0x100, 16, True, q_row=767), "rows 767..769 overrun scratchpad Q"),
 ])
 def test_the_assembler_refuses_with_the_reason(insn, message):
     with pytest.raises(AsmError) as e:
         isa.assemble([isa.config(), insn], CFG)
     assert "instruction 1: " in str(e.value)
     assert message in str(e.value)
+
+
+def test_each_refusal_names_the_code_the_hardware_raises():
+    """The assembler's error carries the engine's ErrorCode for the same word (the hardware's
+    side is tests/test_units.py); a value no word can hold has none."""
+    cases = {
+        isa.compute(0, 0, 0, 0, False): isa.ErrorCode.EXTENT,
+        isa.config(qmin=3, qmax=2): isa.ErrorCode.RANGE,
+        isa.store(0, 2, 4, 0x100, 3, True): isa.ErrorCode.STRIDE,
+        isa.compute(0, 0, 0, 65536, False): None,
+    }
+    for insn, code in cases.items():   # (instructions are hashable values)
+        with pytest.raises(AsmError) as e:
+            isa.check(insn, CFG)
+        assert e.value.code == code, str(insn)
+
+
+def test_instructions_are_values():
+    a = isa.store(0, 4, 4, 0x300, 4, True, "pop_prev", q_row=3)
+    b = isa.store(0, 4, 4, 0x300, 4, True, "pop_prev", q_row=3)
+    assert a == b and hash(a) == hash(b) and len({a, b}) == 1
+    assert a.queue == isa.Queue.STORE and a.pops() == ("c2s",) and a.pushes() == ()
+    assert isa.config().queue == isa.Queue.STORE   # in order with the stores around it
+    assert isa.q_block_row(2, "shift") == 2 * isa.Q_BLOCK_ROWS + 2
+
+
+def test_numbers_in_the_text_form_are_decimal_or_hex():
+    (insn,) = isa.parse("compute a_row=010 b_row=0x10 extent=1")
+    assert insn.args["a_row"] == 10 and insn.args["b_row"] == 16
+    with pytest.raises(AsmError, match="field a_row given twice"):
+        isa.parse("compute a_row=1 a_row=2")
 
 
 def test_parse_errors_name_the_line():

@@ -16,7 +16,7 @@ from rtl.memory import BlockMemory, SimMemory, _slices, block_slice_bits
 
 
 @pytest.mark.parametrize("memory", ["sim", "bram"])
-@pytest.mark.parametrize("width, latency", [(8, 3), (4, 1), (16, 5), (1, 2)])
+@pytest.mark.parametrize("width, latency", [(8, 3), (4, 1), (16, 5), (1, 2), (8, 6), (4, 16)])
 def test_unaligned_reads_and_writes_with_latency_and_stalls(width, latency, memory):
     # the FPGA's block-RAM memory keeps the simulation memory's contract (it never stalls)
     cfg = EngineConfig(rows=2, cols=2, mem_bytes_per_cycle=width, mem_latency=latency)

@@ -774,3 +774,30 @@ def test_block_memory_ports_are_amaranth_memory_ports():
     m.submodules.mem, m.submodules.user = mem, user = mem, User()
     wiring.connect(m, user.port, rd)
     Simulator(m)   # (elaborates it: the ports connect)
+
+
+def test_the_store_unit_stops_at_the_row_past_the_address_space():
+    cfg = CFG
+    insn = isa.store(0, 3, 5, (1 << 32) - 32, 20, False)   # rows at -32, -12 (past), ...
+    with pytest.raises(isa.AsmError) as e:
+        isa.check(insn, cfg)
+    assert e.value.code == ErrorCode.ADDRESS
+    memory = MemoryModel(bytearray(64), cfg.read_latency)
+    top, unit, _ = _store_top(cfg)
+
+    async def run(ctx):
+        ctx.set(unit.insn.valid, 1)
+        ctx.set(unit.insn.payload, isa.insn_layout.from_bits(isa._pack(insn)))
+        await ctx.tick().until(unit.insn.ready)
+        ctx.set(unit.insn.valid, 0)
+        for _ in range(60):
+            await ctx.tick()
+        assert ctx.get(unit.error)
+
+    async def serve(ctx):
+        await memory.serve(ctx, unit.req, cycles=80)
+
+    simulate(top, run, serve)
+    # row 0's 20 bytes in beats of 8; nothing of row 1
+    assert [(addr, n) for _, _, addr, n in memory.grants] == \
+        [((1 << 32) - 32, 8), ((1 << 32) - 24, 8), ((1 << 32) - 16, 4)]
