@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mapping.progress import status
 from rtl.config import EngineConfig
 
 from .boards import Board, BoardError
@@ -265,7 +266,9 @@ def build(board: Board, config: EngineConfig, *, synth_only: bool = False,
                           **overrides)
     env = tool_env()
     plan.extract(str(directory))
-    if _synthesize(directory, env, board):
+    with status(f"synthesizing {config.label} for {board.name} (Yosys, about a minute)"):
+        mapper = _synthesize(directory, env, board)
+    if mapper:
         report.lut_mapper = "abc"
     if synth_only:
         report.stage = "synth"
@@ -273,7 +276,9 @@ def build(board: Board, config: EngineConfig, *, synth_only: bool = False,
     else:
         try:
             # the plan's script, its synthesis already done (``true`` stands in for Yosys)
-            plan.execute_local(str(directory), env={**env, "YOSYS": "true"})
+            with status(f"placing and routing {config.label} on {board.device} (nextpnr: ten "
+                        f"minutes or more; progress in {directory / 'top.tim'})"):
+                plan.execute_local(str(directory), env={**env, "YOSYS": "true"})
         except subprocess.CalledProcessError as e:
             raise BoardError(f"the {board.family} flow failed ({e}); logs in {directory}") \
                 from None

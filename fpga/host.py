@@ -131,15 +131,28 @@ def reset() -> Op[None]:
     yield from call(p.Cmd.RESET)
 
 
+def _sized(raw: bytes, size: int, what: str) -> bytes:
+    """``raw`` if it is ``size`` bytes, else a FrameError that says what came instead."""
+    if len(raw) != size:
+        raise p.FrameError(f"{what} answered {len(raw)} bytes ({raw.hex(' ') or 'none'}), not "
+                           f"{size}: the board speaks another protocol or the link is noisy")
+    return raw
+
+
 def status() -> Op[RunStatus]:
-    raw = yield from call(p.Cmd.STATUS)
+    raw = _sized((yield from call(p.Cmd.STATUS)), p.STATUS_FORMAT.size, "STATUS")
     flags, code, pc, cycles = p.STATUS_FORMAT.unpack(raw)
+    try:
+        error_code = ErrorCode(code & 0xF)
+    except ValueError:
+        raise p.FrameError(f"STATUS carries error code {code & 0xF}, which this host does not "
+                           f"know: the board runs another version") from None
     return RunStatus(bool(flags & p.STATUS_RUNNING), bool(flags & p.STATUS_DONE),
-                     bool(flags & p.STATUS_ERROR), ErrorCode(code & 0xF), pc, cycles)
+                     bool(flags & p.STATUS_ERROR), error_code, pc, cycles)
 
 
 def counters() -> Op[dict[str, int]]:
-    raw = yield from call(p.Cmd.COUNTERS)
+    raw = _sized((yield from call(p.Cmd.COUNTERS)), 4 * len(COUNTER_NAMES), "COUNTERS")
     return dict(zip(COUNTER_NAMES, struct.unpack(f"<{len(COUNTER_NAMES)}I", raw), strict=True))
 
 

@@ -8,10 +8,12 @@ element of the result with ``golden``.
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from mapping.gemm import PlanError, check_gemm, plan_gemm
@@ -21,10 +23,11 @@ from rtl import isa
 from rtl.config import EngineConfig
 from rtl.isa import ErrorCode
 
-from .build import ROOT, build, tool_env
+from .build import ROOT, build, tool_env, waves_file
+from .native import run_native
 from .regress import _outside_pytest
 
-__all__ = ["Job", "ProgramRun", "cosim_gemm", "cosim_gemms", "run_program", "run_programs"]
+__all__ = ["BACKENDS", "Job", "ProgramRun", "cosim_gemm", "cosim_gemms", "run_program", "run_programs"]
 
 
 def _pow2(x: int, least: int) -> int:
@@ -55,10 +58,17 @@ class Job:
     read: list[tuple[int, int]]
     stall: int = 0
     timeout_cycles: int = 0
+    #: the cycle model's figure, when known: progress displays estimate the time left from it
+    predicted_cycles: int = 0
+
+
+#: how a program runs: ``native`` (the harness's own C++ main, Verilator's speed) or
+#: ``cocotb`` (the same harness through cocotb and VPI; for testbenches that watch signals)
+BACKENDS = ("native", "cocotb")
 
 
 #: the most bytes a co-simulation's memory may hold (operands, results, parameters)
-MAX_SIM_BYTES = 256 << 20
+MAX_SIM_BYTES = 64 << 20
 
 
 def _timeout(job: Job, w: int) -> int:
@@ -68,7 +78,7 @@ def _timeout(job: Job, w: int) -> int:
     return base * 256 // max(1, 256 - job.stall)
 
 
-def run_job(sim, test_module: str, tmp: Path) -> None:
+def run_job(sim, test_module: str, tmp: Path, *, waves: bool = False) -> None:
     """Run cocotb testbench ``test_module`` on the build ``sim`` with the job in
     ``tmp/job.json`` (``TESSERA_JOB``); a simulation that fails says so with its log's tail."""
     from cocotb_tools.runner import get_runner
@@ -80,7 +90,7 @@ def run_job(sim, test_module: str, tmp: Path) -> None:
                 hdl_toplevel=sim.toplevel, hdl_toplevel_lang="verilog",
                 test_module=test_module, build_dir=sim.directory, test_dir=tmp,
                 extra_env={"TESSERA_JOB": str(tmp / "job.json")},
-                results_xml=str(tmp / "results.xml"), log_file=tmp / "sim.log")
+                results_xml=str(tmp / "results.xml"), log_file=tmp / "sim.log", waves=waves)
     except (RuntimeError, SystemExit) as e:
         log = (tmp / "sim.log").read_text(errors="replace")[-3000:]
         raise RuntimeError(f"the simulation did not complete ({e}):\n{log}") from None
@@ -90,66 +100,108 @@ def run_job(sim, test_module: str, tmp: Path) -> None:
 
 def run_program(cfg: EngineConfig, words: list[int], image: bytes,
                 read: list[tuple[int, int]], *, stall: int = 0, timeout_cycles: int = 0,
-                build_root: Path | None = None) -> ProgramRun:
+                build_root: Path | None = None, backend: str = "native") -> ProgramRun:
     """Run assembled ``words`` on the engine with memory ``image``; read back ``read`` regions."""
     return run_programs(cfg, [Job(words, image, read, stall, timeout_cycles)],
-                        build_root=build_root)[0]
+                        build_root=build_root, backend=backend)[0]
 
 
 def run_programs(cfg: EngineConfig, jobs: list[Job], *, build_root: Path | None = None,
-                 min_mem_words: int = 4096) -> list[ProgramRun]:
+                 min_mem_words: int = 4096, waves: Path | None = None,
+                 backend: str = "native",
+                 progress: Callable[[int, int], None] | None = None) -> list[ProgramRun]:
     """Run several programs, one after the other, in one simulator process.
 
     Builds (or reuses) the engine harness sized for the largest job: instruction memory and
-    simulated memory round up to powers of two, so similar jobs share one build.
+    simulated memory round up to powers of two, so similar jobs share one build. ``waves``:
+    record every signal into this file (FST, or VCD where FST does not compile; a build of its
+    own). ``backend``: one of :data:`BACKENDS`; both run the same harness and agree on every
+    output and cycle. ``progress(job, cycles)``: called a few times a second while a job runs
+    (``native`` only).
     """
-
+    if backend not in BACKENDS:
+        raise ValueError(f"backend is one of {', '.join(BACKENDS)}, not {backend!r}")
     w = cfg.mem_bytes_per_cycle
     end = max(max([len(j.image)] + [a + n for a, n in j.read]) for j in jobs)
     mem_words = _pow2(-(-end // w) + 1, min_mem_words)
     imem = _pow2(max(len(j.words) for j in jobs), 8192)
-    sim = build(cfg, kind="engine", depth=imem, mem_words=mem_words, root=build_root)
+    jobs = [replace(j, timeout_cycles=j.timeout_cycles or _timeout(j, w)) for j in jobs]
+    sim = build(cfg, kind="native" if backend == "native" else "engine", depth=imem,
+                mem_words=mem_words, root=build_root, waves=waves is not None)
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(dir=sim.directory) as tmp:
         tmp = Path(tmp)
-        spec = []
-        for n, job in enumerate(jobs):
-            (tmp / f"image{n}.bin").write_bytes(job.image)
-            spec.append({
-                "program": [f"{x:x}" for x in job.words], "memory": str(tmp / f"image{n}.bin"),
-                "bytes_per_word": w, "stall": job.stall, "read": [list(r) for r in job.read],
-                "out": str(tmp / f"out{n}.json"),
-                "timeout_cycles": job.timeout_cycles or _timeout(job, w)})
-        (tmp / "job.json").write_text(json.dumps({"jobs": spec}))
-        run_job(sim, "sim.tb_engine", tmp)
-        seconds = time.perf_counter() - t0
-        runs = []
-        for n in range(len(jobs)):
-            if not (tmp / f"out{n}.json").exists():
-                log = (tmp / "sim.log").read_text(errors="replace")[-3000:]
-                raise RuntimeError(f"the engine did not finish program {n}:\n{log}")
-            out = json.loads((tmp / f"out{n}.json").read_text())
-            error = None
-            if out["error"]:
-                error = f"illegal instruction ({ErrorCode(out['error_code']).name})"
-            runs.append(ProgramRun(cycles=out["cycles"], error=error, counters=out["counters"],
-                                   mem_reads=out["mem_reads"], mem_writes=out["mem_writes"],
-                                   regions=[bytes.fromhex(x) for x in out["regions"]],
-                                   sim_seconds=seconds))
+        if backend == "native":
+            if waves is not None:
+                waves.parent.mkdir(parents=True, exist_ok=True)
+            outs = run_native(sim, jobs, tmp, waves=waves, progress=progress)
+        else:
+            outs = _run_cocotb(sim, jobs, tmp, waves)
+    seconds = time.perf_counter() - t0
+    runs = []
+    for n, (job, out) in enumerate(zip(jobs, outs, strict=True)):
+        if not out["finished"]:
+            raise RuntimeError(f"the engine did not finish program {n} within "
+                               f"{job.timeout_cycles:,} cycles (it stopped at "
+                               f"{out['cycles']:,})")
+        error = f"illegal instruction ({out['error']})" if out["error"] else None
+        runs.append(ProgramRun(cycles=out["cycles"], error=error, counters=out["counters"],
+                               mem_reads=out["mem_reads"], mem_writes=out["mem_writes"],
+                               regions=out["regions"], sim_seconds=seconds))
     return runs
+
+
+def _run_cocotb(sim, jobs: list[Job], tmp: Path, waves: Path | None) -> list[dict]:
+    """The jobs through cocotb (``sim/tb_engine.py``), results as :func:`run_native` gives."""
+    w = sim.config.mem_bytes_per_cycle
+    spec = []
+    for n, job in enumerate(jobs):
+        (tmp / f"image{n}.bin").write_bytes(job.image)
+        spec.append({
+            "program": [f"{x:x}" for x in job.words], "memory": str(tmp / f"image{n}.bin"),
+            "bytes_per_word": w, "stall": job.stall, "read": [list(r) for r in job.read],
+            "out": str(tmp / f"out{n}.json"), "timeout_cycles": job.timeout_cycles})
+    (tmp / "job.json").write_text(json.dumps({"jobs": spec}))
+    run_job(sim, "sim.tb_engine", tmp, waves=waves is not None)
+    if waves is not None and (tmp / waves_file()).exists():
+        waves.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(str(tmp / waves_file()), waves)
+    outs = []
+    for n in range(len(jobs)):
+        if not (tmp / f"out{n}.json").exists():
+            # the testbench's timeout: the job did not finish
+            outs.append({"finished": False, "cycles": jobs[n].timeout_cycles})
+            continue
+        out = json.loads((tmp / f"out{n}.json").read_text())
+        outs.append({
+            "finished": True, "cycles": out["cycles"],
+            "error": ErrorCode(out["error_code"]).name if out["error"] else None,
+            "counters": out["counters"], "mem_reads": out["mem_reads"],
+            "mem_writes": out["mem_writes"],
+            "regions": [bytes.fromhex(x) for x in out["regions"]]})
+    return outs
 
 
 def cosim_gemm(cfg: EngineConfig, m: int, k: int, n: int, *, seed: int = 0,
                requant: bool = False, stall: int = 0, build_root: Path | None = None,
-               min_mem_words: int = 4096) -> dict:
+               min_mem_words: int = 4096, waves: Path | None = None,
+               backend: str = "native",
+               progress: Callable[[int, int], None] | None = None) -> dict:
     """Schedule, run and check one GEMM; the dict has ``bit_exact``, ``cycles``, ``macs``,
-    ``utilization`` (MACs / (rows x cols x cycles)) and the engine's counters."""
-    return cosim_gemms(cfg, [(m, k, n, seed, requant, stall)], build_root=build_root,
-                       min_mem_words=min_mem_words)[0]
+    ``utilization`` (MACs / (rows x cols x cycles)) and the engine's counters (and ``waves``,
+    the FST file, when asked for)."""
+    result = cosim_gemms(cfg, [(m, k, n, seed, requant, stall)], build_root=build_root,
+                         min_mem_words=min_mem_words, waves=waves, backend=backend,
+                         progress=progress)[0]
+    if waves is not None:
+        result["waves"] = str(waves) if waves.exists() else None
+    return result
 
 
 def cosim_gemms(cfg: EngineConfig, cases: list[tuple[int, int, int, int, bool, int]], *,
-                build_root: Path | None = None, min_mem_words: int = 4096) -> list[dict]:
+                build_root: Path | None = None, min_mem_words: int = 4096,
+                waves: Path | None = None, backend: str = "native",
+                progress: Callable[[int, int], None] | None = None) -> list[dict]:
     """Several GEMMs ``(m, k, n, seed, requant, stall)`` in one simulator process."""
     prepared = []
     for m, k, n, seed, requant, stall in cases:
@@ -166,10 +218,11 @@ def cosim_gemms(cfg: EngineConfig, cases: list[tuple[int, int, int, int, bool, i
         words = isa.assemble(plan.program, cfg)
         predicted = program_cycles(cfg, plan.program, stall=stall).cycles
         job = Job(words, memory_image(plan, ops), [(plan.layout.c_addr, m * plan.layout.ldc)],
-                  stall, timeout_cycles=2 * predicted + 10_000)
+                  stall, timeout_cycles=2 * predicted + 10_000, predicted_cycles=predicted)
         prepared.append((plan, ops, job, predicted))
     runs = run_programs(cfg, [p[2] for p in prepared], build_root=build_root,
-                        min_mem_words=min_mem_words)
+                        min_mem_words=min_mem_words, waves=waves, backend=backend,
+                        progress=progress)
     results = []
     for (plan, ops, job, predicted), run, case in zip(prepared, runs, cases, strict=True):
         m, k, n, seed, requant, stall = case

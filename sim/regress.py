@@ -15,7 +15,7 @@ from pathlib import Path
 
 from rtl.config import EngineConfig, preset
 
-from .build import ROOT, build, tool_env
+from .build import ROOT, build, tool_env, waves_file
 
 __all__ = ["RegressionResult", "default_matrix", "run_regression"]
 
@@ -35,6 +35,8 @@ class RegressionResult:
     run_seconds: float = 0.0
     log: Path | None = None
     error: str | None = None
+    #: the FST waveform of the run, when it recorded one
+    waves: Path | None = None
 
     @property
     def passed(self) -> int:
@@ -49,7 +51,8 @@ class RegressionResult:
                 "passed": self.passed, "failed": self.failed, "elements": self.elements,
                 "cycles": self.cycles, "build_seconds": round(self.build_seconds, 2),
                 "run_seconds": round(self.run_seconds, 2),
-                "log": str(self.log) if self.log else None, "error": self.error}
+                "log": str(self.log) if self.log else None, "error": self.error,
+                "waves": str(self.waves) if self.waves else None}
 
 
 def default_matrix() -> list[EngineConfig]:
@@ -119,6 +122,8 @@ def run_regression(config: EngineConfig, *, pattern: str | None = None, seed: in
             result.error = f"simulation did not complete ({e}); see {result.log}"
     sys.path.remove(str(ROOT))
     result.run_seconds = time.perf_counter() - t1
+    if waves and (run_dir / waves_file()).exists():
+        result.waves = run_dir / waves_file()
     if results_xml.exists():
         result.tests, result.failed = _parse_results(results_xml)
     elif result.error is None:

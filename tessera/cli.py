@@ -22,24 +22,29 @@ def _cmd_verilog(args: argparse.Namespace, config: EngineConfig) -> int:
     if args.lint and args.output == "-":
         print("tessera: error: --lint needs an output file, not -", file=sys.stderr)
         return 2
+    name = args.name or f"tessera_{args.top}"
+    if not name.isidentifier() or not name.isascii():
+        print(f"tessera: error: --name must be a Verilog identifier (letters, digits and _, not "
+              f"starting with a digit), not {name!r}", file=sys.stderr)
+        return 2
     if args.top == "engine":
         from rtl.engine import Engine
 
         top = Engine(config)
     else:
         top = TileEngine(config)
-    name = args.name or f"tessera_{args.top}"
-    if not name.isidentifier() or not name.isascii():
-        print(f"tessera: error: --name must be a Verilog identifier (letters, digits and _, not "
-              f"starting with a digit), not {name!r}", file=sys.stderr)
-        return 2
     text = _port_header(top, name, config) + verilog.convert(top, name=name, emit_src=False)
     if args.output == "-":
         sys.stdout.write(text)
         return 0
     out = Path(args.output)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(text)
+    try:
+        if out.is_dir():
+            raise ConfigError(f"-o {args.output!r} is a directory: give a file name")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text)
+    except OSError as e:
+        raise ConfigError(f"cannot write {args.output!r}: {e.strerror}") from None
     print(f"wrote {out} ({config.label}, top module {name}, "
           f"{len(text.splitlines())} lines)", file=sys.stderr)
     if args.lint:
@@ -89,7 +94,8 @@ def _cmd_sim(args: argparse.Namespace, config: EngineConfig) -> int:
             results.append(r)
             mark = "ok" if r.ok else "FAILED"
             console.print(f"{r.config.label:<24} {r.passed}/{r.tests} tests {mark} "
-                          f"(build {r.build_seconds:.1f} s, run {r.run_seconds:.1f} s)")
+                          f"(build {r.build_seconds:.1f} s, run {r.run_seconds:.1f} s)"
+                          + (f"\n  waveform: {r.waves}" if r.waves else ""))
             status.update(f"{len(results)}/{len(configs)} configurations done...")
     order = {c.key: i for i, c in enumerate(configs)}
     results.sort(key=lambda r: order[r.config.key])
@@ -131,12 +137,13 @@ def _cmd_cosim(args: argparse.Namespace, config: EngineConfig) -> int:
     from sim.cosim import cosim_gemm
 
     if not 0 <= args.stall <= 255:
-        print(f"tessera: error: --stall is a chance out of 256, not {args.stall}",
-              file=sys.stderr)
+        print(f"tessera: error: --stall is a chance out of 256 that memory refuses a request "
+              f"(0 to 255), not {args.stall}", file=sys.stderr)
         return 2
+    waves = _waves_path(args, f"gemm-{args.m}x{args.k}x{args.n}", config)
     try:
         result = cosim_gemm(config, args.m, args.k, args.n, seed=args.seed,
-                            requant=args.requant, stall=args.stall)
+                            requant=args.requant, stall=args.stall, waves=waves)
     except PlanError as e:
         print(f"tessera: error: {e}", file=sys.stderr)
         return 2
@@ -153,7 +160,20 @@ def _cmd_cosim(args: argparse.Namespace, config: EngineConfig) -> int:
         print(f"  compute cycles {c['compute']:,}  load-wait {c['load_wait']:,}  store-wait "
               f"{c['store_wait']:,}  memory beats read {result['mem_read_beats']:,} / written "
               f"{result['mem_write_beats']:,}")
+        if result.get("waves"):
+            print(f"  waveform: {result['waves']}")
     return 0 if result["bit_exact"] else 1
+
+
+def _waves_path(args: argparse.Namespace, what: str, config: EngineConfig) -> Path | None:
+    """Where ``--waves`` puts the run's waveform: build/waves/<what>-<configuration>.fst (.vcd
+    where Verilator's FST writer cannot be compiled: it needs lz4.h)."""
+    if not getattr(args, "waves", False):
+        return None
+    from sim.build import ROOT, waves_file
+
+    label = config.label.replace(" ", "-")
+    return ROOT / "build" / "waves" / f"{what}-{label}{Path(waves_file()).suffix}"
 
 
 def _cmd_cosim_op(args: argparse.Namespace, config: EngineConfig) -> int:
@@ -187,7 +207,8 @@ def _cmd_cosim_op(args: argparse.Namespace, config: EngineConfig) -> int:
     from sim.cosim import cosim_gemm
 
     g = row.gemm
-    result = cosim_gemm(config, g["m"], g["k"], g["n"], seed=args.seed, requant=g["requant"])
+    result = cosim_gemm(config, g["m"], g["k"], g["n"], seed=args.seed, requant=g["requant"],
+                        waves=_waves_path(args, f"{args.model}-{row.name}", config))
     result["op"] = row.name
     result["kind"] = row.kind
     result["count"] = row.count
@@ -202,6 +223,8 @@ def _cmd_cosim_op(args: argparse.Namespace, config: EngineConfig) -> int:
               f"({100 * (g['cycles'] - result['cycles']) / result['cycles']:+.2f}%), "
               f"utilization {100 * result['utilization']:.1f}%, "
               f"{result['instructions']:,} instructions")
+        if result.get("waves"):
+            print(f"  waveform: {result['waves']}")
     return 0 if result["bit_exact"] else 1
 
 
@@ -246,7 +269,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "both dataflows (what `make sim` runs)")
     p.add_argument("--jobs", type=int, default=1, help="configurations to run at once")
     p.add_argument("--seed", type=int, default=1, help="seed for the random tests")
-    p.add_argument("--waves", action="store_true", help="record an FST waveform (slower build)")
+    p.add_argument("--waves", action="store_true",
+                   help="record a waveform, FST (VCD where Verilator's FST writer does not "
+                        "compile); a build of its own; the path is printed")
     p.add_argument("--json", action="store_true", help="print results as JSON")
     p.set_defaults(func=_cmd_sim)
 
@@ -262,6 +287,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="requantize to int8 with per-channel parameters (else int32 output)")
     q.add_argument("--stall", type=int, default=0,
                    help="memory refuses requests at random, chance out of 256")
+    q.add_argument("--waves", action="store_true",
+                   help="record a waveform, FST (VCD where Verilator's FST writer does not "
+                        "compile); a build of its own; the path is printed")
     q.add_argument("--json", action="store_true", help="print the result as JSON")
     q.set_defaults(func=_cmd_cosim)
 
@@ -278,6 +306,9 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--attention", choices=ATTENTIONS, default="softmax",
                    help="attention kind, as for tessera map")
     q.add_argument("--seed", type=int, default=0, help="seed for the operands")
+    q.add_argument("--waves", action="store_true",
+                   help="record a waveform, FST (VCD where Verilator's FST writer does not "
+                        "compile); a build of its own; the path is printed")
     q.add_argument("--json", action="store_true", help="print the result as JSON")
     q.set_defaults(func=_cmd_cosim_op)
 
@@ -297,14 +328,28 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """The command line; returns the exit status."""
+
+    def terminate(signum, frame):   # SIGTERM stops a command as Ctrl-C does
+        raise KeyboardInterrupt
+
+    try:
+        previous = signal.signal(signal.SIGTERM, terminate)
+    except ValueError:   # not the main thread (called from a library): leave signals alone
+        previous = None
     try:
         return _main(argv)
+    except KeyboardInterrupt:
+        print("tessera: interrupted", file=sys.stderr)
+        return 130
     except BrokenPipeError:
         # whoever read our output stopped (``| head``): stop quietly, as Unix tools do, and keep
         # Python's own flush at exit from failing again on the closed pipe
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return 128 + signal.SIGPIPE
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 def _main(argv: list[str] | None) -> int:

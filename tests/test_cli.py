@@ -41,11 +41,76 @@ def test_verilog_lint_flag(tmp_path, capsys):
     (["cosim", "gemm", "0", "5", "5", "--preset", "tiny"],
      "GEMM dimension M must be a positive integer, not 0"),
     (["cosim", "gemm", "4", "4", "4", "--preset", "tiny", "--stall", "300"],
-     "--stall is a chance out of 256, not 300"),
+     "--stall is a chance out of 256 that memory refuses a request (0 to 255), not 300"),
+    # shapes: refused before anything is allocated or built
+    (["cosim", "gemm", "-1", "5", "5", "--preset", "tiny"],
+     "GEMM dimension M must be a positive integer, not -1"),
+    (["cosim", "gemm", "100000", "100000", "100000", "--preset", "tiny"],
+     "exceed the 32-bit address space"),
+    (["cosim", "gemm", "8000", "8000", "4000", "--preset", "tiny"],
+     "co-simulation holds at most 64 MiB"),
+    # options
+    (["verilog", "--name", "bad name", "-o", "x.v"], "--name must be a Verilog identifier"),
+    (["map", "deit-tiny", "--acc-bits", "16"], "the requantizer needs acc_bits of at least 17"),
+    (["map", "deit-tiny", "--mem-bytes-per-cycle", "100000"],
+     "mem_bytes_per_cycle must be at most 1024"),
+    (["map", "deit-tiny", "--spad-kib", "10000000"], "spad_kib = 10000000 gives scratchpad A"),
+    (["verilog", "--top", "engine", "--mem-bytes-per-cycle", "100000", "-o", "x.v"],
+     "mem_bytes_per_cycle must be at most 1024"),
+    (["map", "deit-tiny", "--input-shape", "1,3"], "--input-shape applies to a PyTorch module"),
 ])
 def test_bad_configs_exit_2_with_the_reason(argv, message, capsys):
     assert main(argv) == 2
     assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("what", ["config dir", "output dir", "csv dir", "utf16 csv", "bom csv",
+                                  "binary csv", "energy number", "spec scheduler", "asm text",
+                                  "disasm text", "bad toml"])
+def test_user_mistakes_with_files_get_a_message_not_a_traceback(tmp_path, capsys, what):
+    """One case per kind of file mistake; each message names the file and the problem."""
+    csv_text = "Layer,M,N,K\nfc,4,4,4\n"
+    spec = tmp_path / "spec.toml"
+    spec.write_text('workloads = ["deit-tiny"]\n[axes]\nrows = [4]\n')
+    cases = {
+        "config dir": (["map", "deit-tiny", "--config", str(tmp_path)], 2, "is a directory"),
+        "output dir": (["verilog", "--preset", "tiny", "-o", str(tmp_path)], 2,
+                       "is a directory: give a file name"),
+        "csv dir": (["map", str(tmp_path)], 2, "is a directory, not a model"),
+        "utf16 csv": (["map", "t16.csv", "--preset", "tiny"], 0, None),
+        "bom csv": (["map", "bom.csv", "--preset", "tiny"], 0, None),
+        "binary csv": (["map", "bin.csv", "--preset", "tiny"], 2,
+                       "is not text in UTF-8 (or UTF-16 with a byte-order mark)"),
+        "energy number": (["map", "deit-tiny", "--energy-table", "e.toml"], 2,
+                          "[energy] must be a table of figures in pJ, not 5"),
+        "spec scheduler": (["sweep", str(spec), "-o", str(tmp_path / "o"), "--scheduler",
+                            "nonsense", "--quiet"], 2,
+                           "a Dask scheduler address looks like tcp://host:8786"),
+        "asm text": (["asm", "p.s", "--preset", "tiny"], 2, "line 2: compute: extent=70000 "
+                                                           "does not fit its 16-bit field"),
+        "disasm text": (["disasm", "w.hex"], 2, "line 1: 'zz' is not a hexadecimal"),
+        "bad toml": (["map", "deit-tiny", "--config", "bad.toml"], 2, "is not valid TOML"),
+    }
+    (tmp_path / "t16.csv").write_text(csv_text, encoding="utf-16")
+    (tmp_path / "bom.csv").write_text(csv_text, encoding="utf-8-sig")
+    (tmp_path / "bin.csv").write_bytes(b"\x80\x81\xfe" * 10)
+    (tmp_path / "e.toml").write_text("energy = 5\n")
+    (tmp_path / "p.s").write_text("config\ncompute extent=70000\n")
+    (tmp_path / "w.hex").write_text("zz\n")
+    (tmp_path / "bad.toml").write_text("rows = = 4\n")
+    argv, code, message = cases[what]
+    import os
+
+    here = os.getcwd()
+    os.chdir(tmp_path)
+    try:
+        assert main(argv) == code
+    finally:
+        os.chdir(here)
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    if message:
+        assert message in err, err
 
 
 def test_console_script_is_installed():

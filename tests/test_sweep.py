@@ -190,7 +190,8 @@ def _group_alive(pgid: int) -> list[int]:
         if not entry.isdigit():
             continue
         try:
-            stat = open(f"/proc/{entry}/stat").read()
+            with open(f"/proc/{entry}/stat") as f:
+                stat = f.read()
         except OSError:
             continue
         fields = stat[stat.rindex(")") + 2:].split()
