@@ -13,7 +13,7 @@ import sys
 from collections.abc import Iterator
 from typing import Any
 
-__all__ = ["Bar", "enabled", "quiet", "status"]
+__all__ = ["Bar", "RunProgress", "enabled", "quiet", "status"]
 
 _QUIET = False
 
@@ -102,3 +102,35 @@ class Bar:
     def __exit__(self, *exc: Any) -> None:
         if self._progress is not None:
             self._progress.__exit__(*exc)
+
+
+class RunProgress:
+    """The display of an RTL run: a spinner while the simulator builds, then cycles simulated
+    against the cycle model's prediction with the time left; call the object as the
+    ``progress(job, cycles, predicted)`` callback of :func:`sim.cosim.run_programs`."""
+
+    def __init__(self, what: str):
+        self.what = what
+        self._status = None
+        self._start: tuple[float, int] | None = None
+
+    def __enter__(self) -> RunProgress:
+        self._context = status(f"{self.what}: building or reusing the simulator...")
+        self._status = self._context.__enter__()
+        return self
+
+    def __call__(self, job: int, cycles: int, predicted: int) -> None:
+        import time
+
+        now = time.monotonic()
+        if self._start is None:
+            self._start = (now, cycles)
+        t0, c0 = self._start
+        text = f"{self.what}: {cycles:,}/~{predicted:,} cycles"
+        if now > t0 and cycles > c0 and predicted > cycles:
+            rate = (cycles - c0) / (now - t0)
+            text += f" ({rate / 1e3:,.0f}k/s), ~{(predicted - cycles) / rate:,.0f} s left"
+        self._status.update(text)
+
+    def __exit__(self, *exc: Any) -> None:
+        self._context.__exit__(*exc)

@@ -27,7 +27,8 @@ from .build import ROOT, build, tool_env, waves_file
 from .native import run_native
 from .regress import _outside_pytest
 
-__all__ = ["BACKENDS", "Job", "ProgramRun", "cosim_gemm", "cosim_gemms", "run_program", "run_programs"]
+__all__ = ["BACKENDS", "Job", "ProgramRun", "cosim_gemm", "cosim_gemms", "run_program",
+           "run_programs"]
 
 
 def _pow2(x: int, least: int) -> int:
@@ -44,8 +45,8 @@ class ProgramRun:
     mem_reads: int
     mem_writes: int
     regions: list[bytes] = field(default_factory=list)
-    #: wall time of the simulator process this run shared (loading, simulating, reading back;
-    #: not the build)
+    #: wall time of the clock loop (native), or of the simulator process the run shared
+    #: (cocotb: loading, simulating, reading back); never the build
     sim_seconds: float = 0.0
 
 
@@ -109,15 +110,15 @@ def run_program(cfg: EngineConfig, words: list[int], image: bytes,
 def run_programs(cfg: EngineConfig, jobs: list[Job], *, build_root: Path | None = None,
                  min_mem_words: int = 4096, waves: Path | None = None,
                  backend: str = "native",
-                 progress: Callable[[int, int], None] | None = None) -> list[ProgramRun]:
+                 progress: Callable[[int, int, int], None] | None = None) -> list[ProgramRun]:
     """Run several programs, one after the other, in one simulator process.
 
     Builds (or reuses) the engine harness sized for the largest job: instruction memory and
     simulated memory round up to powers of two, so similar jobs share one build. ``waves``:
     record every signal into this file (FST, or VCD where FST does not compile; a build of its
     own). ``backend``: one of :data:`BACKENDS`; both run the same harness and agree on every
-    output and cycle. ``progress(job, cycles)``: called a few times a second while a job runs
-    (``native`` only).
+    output and cycle. ``progress(job, cycles, predicted)``: called a few times a second while a
+    job runs (``native`` only).
     """
     if backend not in BACKENDS:
         raise ValueError(f"backend is one of {', '.join(BACKENDS)}, not {backend!r}")
@@ -147,7 +148,8 @@ def run_programs(cfg: EngineConfig, jobs: list[Job], *, build_root: Path | None 
         error = f"illegal instruction ({out['error']})" if out["error"] else None
         runs.append(ProgramRun(cycles=out["cycles"], error=error, counters=out["counters"],
                                mem_reads=out["mem_reads"], mem_writes=out["mem_writes"],
-                               regions=out["regions"], sim_seconds=seconds))
+                               regions=out["regions"],
+                               sim_seconds=out.get("seconds", seconds)))
     return runs
 
 
@@ -186,7 +188,7 @@ def cosim_gemm(cfg: EngineConfig, m: int, k: int, n: int, *, seed: int = 0,
                requant: bool = False, stall: int = 0, build_root: Path | None = None,
                min_mem_words: int = 4096, waves: Path | None = None,
                backend: str = "native",
-               progress: Callable[[int, int], None] | None = None) -> dict:
+               progress: Callable[[int, int, int], None] | None = None) -> dict:
     """Schedule, run and check one GEMM; the dict has ``bit_exact``, ``cycles``, ``macs``,
     ``utilization`` (MACs / (rows x cols x cycles)) and the engine's counters (and ``waves``,
     the FST file, when asked for)."""
@@ -201,7 +203,7 @@ def cosim_gemm(cfg: EngineConfig, m: int, k: int, n: int, *, seed: int = 0,
 def cosim_gemms(cfg: EngineConfig, cases: list[tuple[int, int, int, int, bool, int]], *,
                 build_root: Path | None = None, min_mem_words: int = 4096,
                 waves: Path | None = None, backend: str = "native",
-                progress: Callable[[int, int], None] | None = None) -> list[dict]:
+                progress: Callable[[int, int, int], None] | None = None) -> list[dict]:
     """Several GEMMs ``(m, k, n, seed, requant, stall)`` in one simulator process."""
     prepared = []
     for m, k, n, seed, requant, stall in cases:

@@ -25,13 +25,15 @@ COUNTERS = [name for name, _ in counter_layout]
 
 
 def run_native(sim: SimBuild, jobs: list, tmp: Path, *, waves: Path | None = None,
-               progress: Callable[[int, int], None] | None = None) -> list[dict]:
+               progress: Callable[[int, int, int], None] | None = None,
+               report_ms: int = 250) -> list[dict]:
     """Run ``jobs`` (:class:`sim.cosim.Job`) on the native build ``sim`` in directory ``tmp``.
 
     Returns one dict per job: ``finished`` (done rose before the job's timeout), ``cycles``,
-    ``error`` (the ErrorCode's name, or None), ``counters``, ``mem_reads``, ``mem_writes`` and
-    ``regions`` (the bytes read back). ``progress(job, cycles)`` is called a few times a second
-    while a job runs.
+    ``error`` (the ErrorCode's name, or None), ``counters``, ``mem_reads``, ``mem_writes``,
+    ``seconds`` (the clock loop's wall time, loading and reading back excluded) and ``regions``
+    (the bytes read back). ``progress(job, cycles, predicted)`` is called while a job runs, at
+    most once per ``report_ms`` milliseconds (checked every 65,536 cycles).
     """
     lines = []
     for n, job in enumerate(jobs):
@@ -39,7 +41,7 @@ def run_native(sim: SimBuild, jobs: list, tmp: Path, *, waves: Path | None = Non
         (tmp / f"image{n}.bin").write_bytes(job.image)
         lines += ["job", f"program {tmp / f'program{n}.hex'}", f"memory {tmp / f'image{n}.bin'}",
                   f"stall {job.stall}", f"timeout {job.timeout_cycles}",
-                  f"predicted {job.predicted_cycles}"]
+                  f"predicted {job.predicted_cycles}", f"report_ms {report_ms}"]
         lines += [f"read {a} {length} {tmp / f'region{n}_{r}.bin'}"
                   for r, (a, length) in enumerate(job.read)]
         lines += [f"out {tmp / f'out{n}.json'}", "end"]
@@ -52,7 +54,7 @@ def run_native(sim: SimBuild, jobs: list, tmp: Path, *, waves: Path | None = Non
             for line in proc.stdout:
                 parts = line.split()
                 if parts and parts[0] == "progress" and progress is not None:
-                    progress(int(parts[1]), int(parts[2]))
+                    progress(int(parts[1]), int(parts[2]), int(parts[3]))
             stderr = proc.stderr.read()
             proc.wait()
         except BaseException:
@@ -70,6 +72,7 @@ def run_native(sim: SimBuild, jobs: list, tmp: Path, *, waves: Path | None = Non
             "error": ErrorCode(code).name if out["error"] else None,
             "counters": dict(zip(COUNTERS, out["counters"], strict=False)),
             "mem_reads": out["mem_reads"], "mem_writes": out["mem_writes"],
+            "seconds": out["seconds"],
             "regions": [(tmp / f"region{n}_{r}.bin").read_bytes() for r in range(len(job.read))],
         })
     return results

@@ -134,6 +134,7 @@ def _verdict(result: dict) -> str:
 
 def _cmd_cosim(args: argparse.Namespace, config: EngineConfig) -> int:
     from mapping.gemm import PlanError
+    from mapping.progress import RunProgress
     from sim.cosim import cosim_gemm
 
     if not 0 <= args.stall <= 255:
@@ -142,8 +143,10 @@ def _cmd_cosim(args: argparse.Namespace, config: EngineConfig) -> int:
         return 2
     waves = _waves_path(args, f"gemm-{args.m}x{args.k}x{args.n}", config)
     try:
-        result = cosim_gemm(config, args.m, args.k, args.n, seed=args.seed,
-                            requant=args.requant, stall=args.stall, waves=waves)
+        with RunProgress(f"gemm {args.m}x{args.k}x{args.n} on {config.label}") as progress:
+            result = cosim_gemm(config, args.m, args.k, args.n, seed=args.seed,
+                                requant=args.requant, stall=args.stall, waves=waves,
+                                progress=progress, backend=args.backend)
     except PlanError as e:
         print(f"tessera: error: {e}", file=sys.stderr)
         return 2
@@ -204,11 +207,14 @@ def _cmd_cosim_op(args: argparse.Namespace, config: EngineConfig) -> int:
               f"vector unit; only GEMM-like ops (linear, conv, matmul, sign_matmul) have RTL",
               file=sys.stderr)
         return 2
+    from mapping.progress import RunProgress
     from sim.cosim import cosim_gemm
 
     g = row.gemm
-    result = cosim_gemm(config, g["m"], g["k"], g["n"], seed=args.seed, requant=g["requant"],
-                        waves=_waves_path(args, f"{args.model}-{row.name}", config))
+    with RunProgress(f"{args.model} {row.name} on {config.label}") as progress:
+        result = cosim_gemm(config, g["m"], g["k"], g["n"], seed=args.seed,
+                            requant=g["requant"], progress=progress, backend=args.backend,
+                            waves=_waves_path(args, f"{args.model}-{row.name}", config))
     result["op"] = row.name
     result["kind"] = row.kind
     result["count"] = row.count
@@ -290,6 +296,9 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--waves", action="store_true",
                    help="record a waveform, FST (VCD where Verilator's FST writer does not "
                         "compile); a build of its own; the path is printed")
+    q.add_argument("--backend", choices=("native", "cocotb"), default="native",
+                   help="native: Verilator with its own C++ main (default, fast); cocotb: "
+                        "the cocotb testbench (the same harness, the same results)")
     q.add_argument("--json", action="store_true", help="print the result as JSON")
     q.set_defaults(func=_cmd_cosim)
 
@@ -309,8 +318,15 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--waves", action="store_true",
                    help="record a waveform, FST (VCD where Verilator's FST writer does not "
                         "compile); a build of its own; the path is printed")
+    q.add_argument("--backend", choices=("native", "cocotb"), default="native",
+                   help="native (default) or cocotb, as for cosim gemm")
     q.add_argument("--json", action="store_true", help="print the result as JSON")
     q.set_defaults(func=_cmd_cosim_op)
+
+    from .fuzz_cmd import add_fuzz_parser, add_program_parser
+
+    add_program_parser(cosim)
+    add_fuzz_parser(sub)
 
     from .map_cmd import add_map_parser
     from .tools_cmd import add_tool_parsers

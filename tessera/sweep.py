@@ -37,7 +37,7 @@ import math
 import os
 import sys
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,6 +45,8 @@ from typing import Any
 from mapping.units import clean, scale_for
 from rtl.config import ConfigError, EngineConfig, preset, read_toml
 from rtl.engine import check_engine
+
+from .parallel import SchedulerError, run_batches
 
 __all__ = ["AXES", "SweepError", "Sweep", "SweepInterrupted", "SweepResult", "area_mm2",
            "evaluate", "load_spec"]
@@ -244,14 +246,6 @@ def _evaluate_many(points: list[_Point], cache: Path | None = None) -> list[dict
     return rows
 
 
-def _worker_init() -> None:
-    """Pool workers leave interruption to the sweep's own process, which stops them."""
-    import signal
-
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-
-
 class SweepInterrupted(KeyboardInterrupt):
     """Ctrl-C or SIGTERM during a sweep; ``done`` points were finished (and are cached)."""
 
@@ -397,13 +391,10 @@ class Sweep:
             batches = [todo[i:i + size] for i in range(0, len(todo), size)]
             try:
                 with _terminate_as_interrupt():
-                    if scheduler is not None:
-                        _run_dask(scheduler, batches, done)
-                    elif jobs == 1 or len(batches) <= 1:
-                        for b in batches:
-                            done(_evaluate_many(b, cache))
-                    else:
-                        _run_pool(jobs, batches, done, cache)
+                    run_batches(_evaluate_many, batches, done, cache, jobs=jobs,
+                                scheduler=scheduler)
+            except SchedulerError as e:
+                raise SweepError(str(e)) from None
             except KeyboardInterrupt:
                 finished = sum(1 for p in self.points if p.index in rows
                                or (cache is not None and (cache / f"{p.key}.json").is_file()))
@@ -457,53 +448,6 @@ def _terminate_as_interrupt():
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
-
-
-def _run_pool(jobs: int, batches: list[list[_Point]], done: Callable,
-              cache: Path | None) -> None:
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor, as_completed
-
-    # forkserver: workers start clean (torch and threads in the parent are not forked)
-    ctx = multiprocessing.get_context("forkserver")
-    pool = ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_worker_init)
-    try:
-        futures = [pool.submit(_evaluate_many, b, cache) for b in batches]
-        for f in as_completed(futures):
-            done(f.result())
-    except BaseException:
-        # Interrupted: the workers stop now (what they finished is in the cache already).
-        for process in list(getattr(pool, "_processes", {}).values()):
-            process.kill()
-        pool.shutdown(wait=False, cancel_futures=True)
-        raise
-    pool.shutdown()
-
-
-def _run_dask(scheduler: Any, batches: list[list[_Point]], done: Callable) -> None:
-    from dask.distributed import Client, as_completed
-
-    if isinstance(scheduler, Client):
-        client = scheduler
-    else:
-        if not isinstance(scheduler, str) or "://" not in scheduler:
-            raise SweepError(f"a Dask scheduler address looks like tcp://host:8786, not "
-                             f"{scheduler!r}")
-        try:
-            client = Client(scheduler, timeout="10s")
-        except (OSError, TimeoutError, ValueError) as e:
-            raise SweepError(f"cannot reach the Dask scheduler at {scheduler}: {e}") from None
-    futures = []
-    try:
-        futures = client.map(_evaluate_many, batches, pure=False)
-        for f in as_completed(futures):
-            done(f.result())
-    except BaseException:
-        client.cancel(futures)
-        raise
-    finally:
-        if client is not scheduler:
-            client.close()
 
 
 class _Progress:
