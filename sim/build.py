@@ -130,14 +130,15 @@ class SimBuild:
 _ZERO_INIT = re.compile(r"^\s+\S+\[\d+\] = \d+'h0+;\n", re.MULTILINE)
 
 
-def to_verilog(top, platform=None) -> str:
+def to_verilog(top, platform=None, emit_src: bool = False) -> str:
     """Verilog for a simulation top, without the zero initializers of its memories.
 
     Amaranth writes one initializer line per memory word; Verilator already starts memories at
     zero, and for megabytes of simulated memory those lines cost more to compile than the design.
+    ``emit_src``: keep Amaranth's ``src`` attributes (the Python line of each signal).
     """
     return _ZERO_INIT.sub("", verilog.convert(top, name=TOPLEVEL, platform=platform,
-                                              emit_src=False))
+                                              emit_src=emit_src))
 
 
 def generate_harness(config: EngineConfig, *, depth: int) -> str:
@@ -149,7 +150,7 @@ def generate_harness(config: EngineConfig, *, depth: int) -> str:
 
 def build(config: EngineConfig, *, depth: int = 2048, waves: bool = False,
           root: Path | None = None, kind: str = "tile", mem_words: int = 0,
-          divisor: int = 8, ecp5_dsp: bool = False) -> SimBuild:
+          divisor: int = 8, ecp5_dsp: bool = False, coverage: bool = False) -> SimBuild:
     """Build (or reuse) a Verilator simulator for ``config``; safe to call from parallel jobs.
 
     ``kind="tile"``: the tile engine between stimulus memories of ``depth`` beats.
@@ -157,7 +158,8 @@ def build(config: EngineConfig, *, depth: int = 2048, waves: bool = False,
     memory of ``mem_words`` words.
     ``kind="native"``: the same engine harness as ``engine`` with the C++ main of
     ``sim/cpp/engine_main.cpp`` instead of cocotb (no VPI, only the two memories public):
-    an executable that runs a manifest of jobs at Verilator's own speed.
+    an executable that runs a manifest of jobs at Verilator's own speed; with ``coverage``,
+    it also counts line and toggle coverage (``sim/coverage.py`` reads the counts).
     ``kind="board"``: the FPGA board top (:class:`fpga.top.BoardTop`: engine, block-RAM memory
     of ``mem_words`` words, ``depth`` words of program memory, UART host link with ``divisor``
     clock cycles per bit), driven through its UART pins. ``ecp5_dsp``: elaborate it as for
@@ -166,11 +168,13 @@ def build(config: EngineConfig, *, depth: int = 2048, waves: bool = False,
     """
     if kind not in ("tile", "engine", "native", "board"):
         raise ValueError(f"unknown simulation top {kind!r}")
+    if coverage and kind != "native":
+        raise ValueError("coverage is counted by the native build only")
     root = root or ROOT / "build" / "sim"
     key = f"{config.key}-" + _source_hash(kind, str(depth), str(mem_words),
                                           str(waves) + (waves_file() if waves else ""),
                                           str(divisor), str(ecp5_dsp), board=kind == "board",
-                                          native=kind == "native")
+                                          native=kind == "native") + ("-cov" if coverage else "")
     directory = root / f"{kind}-{config.rows}x{config.cols}-{config.dataflow}-{key}"
     result = SimBuild(config=config, directory=directory, depth=depth, waves=waves)
     stamp = directory / "built.ok"
@@ -199,14 +203,15 @@ def build(config: EngineConfig, *, depth: int = 2048, waves: bool = False,
             from .engine_harness import EngineHarness
 
             source.write_text(to_verilog(EngineHarness(config, imem_depth=depth,
-                                                       mem_words=mem_words)))
+                                                       mem_words=mem_words),
+                                         emit_src=coverage))
         what = {"tile": "tile engine", "engine": "engine", "native": "engine",
                 "board": "board top"}[kind]
         with tool_env(), status(f"building the Verilator model of the {what} for "
                                 f"{config.label} (once per configuration: a minute or more)"):
             try:
                 if kind == "native":
-                    _verilate_native(directory, source, waves)
+                    _verilate_native(directory, source, waves, coverage)
                 else:
                     _verilate_cocotb(directory, source, waves, ecp5_dsp)
             except RuntimeError as e:
@@ -236,11 +241,12 @@ def _verilate_cocotb(directory: Path, source: Path, waves: bool, ecp5_dsp: bool)
         raise RuntimeError(f"Verilator build failed ({e}):\n{log}") from None
 
 
-def _verilate_native(directory: Path, source: Path, waves: bool) -> None:
+def _verilate_native(directory: Path, source: Path, waves: bool, coverage: bool) -> None:
     """Verilator with the harness's own C++ main, built in ``directory/obj``."""
     import subprocess
 
     trace = (["--trace-fst"] if fst_supported() else ["--trace"]) if waves else []
+    trace += ["--coverage-line", "--coverage-toggle"] if coverage else []
     cmd = [str(verilator_bin()), "--cc", "--exe", "--build", "-O3", "--x-assign", "fast",
            "--x-initial", "fast", "-Wno-fatal", "--top-module", TOPLEVEL, "-Mdir", "obj",
            "--build-jobs", str(min(4, os.cpu_count() or 1)), "-CFLAGS", "-O2",

@@ -110,7 +110,8 @@ def run_program(cfg: EngineConfig, words: list[int], image: bytes,
 def run_programs(cfg: EngineConfig, jobs: list[Job], *, build_root: Path | None = None,
                  min_mem_words: int = 4096, waves: Path | None = None,
                  backend: str = "native",
-                 progress: Callable[[int, int, int], None] | None = None) -> list[ProgramRun]:
+                 progress: Callable[[int, int, int], None] | None = None,
+                 coverage: Path | None = None) -> list[ProgramRun]:
     """Run several programs, one after the other, in one simulator process.
 
     Builds (or reuses) the engine harness sized for the largest job: instruction memory and
@@ -118,7 +119,8 @@ def run_programs(cfg: EngineConfig, jobs: list[Job], *, build_root: Path | None 
     record every signal into this file (FST, or VCD where FST does not compile; a build of its
     own). ``backend``: one of :data:`BACKENDS`; both run the same harness and agree on every
     output and cycle. ``progress(job, cycles, predicted)``: called a few times a second while a
-    job runs (``native`` only).
+    job runs (``native`` only). ``coverage``: write line and toggle coverage counts to this file
+    (``native`` only, a build of its own; :mod:`sim.coverage` reads them).
     """
     if backend not in BACKENDS:
         raise ValueError(f"backend is one of {', '.join(BACKENDS)}, not {backend!r}")
@@ -127,15 +129,19 @@ def run_programs(cfg: EngineConfig, jobs: list[Job], *, build_root: Path | None 
     mem_words = _pow2(-(-end // w) + 1, min_mem_words)
     imem = _pow2(max(len(j.words) for j in jobs), 8192)
     jobs = [replace(j, timeout_cycles=j.timeout_cycles or _timeout(j, w)) for j in jobs]
+    if coverage is not None and backend != "native":
+        raise ValueError("coverage is counted by the native backend only")
     sim = build(cfg, kind="native" if backend == "native" else "engine", depth=imem,
-                mem_words=mem_words, root=build_root, waves=waves is not None)
+                mem_words=mem_words, root=build_root, waves=waves is not None,
+                coverage=coverage is not None)
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(dir=sim.directory) as tmp:
         tmp = Path(tmp)
         if backend == "native":
             if waves is not None:
                 waves.parent.mkdir(parents=True, exist_ok=True)
-            outs = run_native(sim, jobs, tmp, waves=waves, progress=progress)
+            outs = run_native(sim, jobs, tmp, waves=waves, progress=progress,
+                              coverage=coverage)
         else:
             outs = _run_cocotb(sim, jobs, tmp, waves)
     seconds = time.perf_counter() - t0

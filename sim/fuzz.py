@@ -238,8 +238,20 @@ def _judge(cfg: EngineConfig, case: Case, plan, job, want, predicted, run) -> Ou
     return out
 
 
-def run_cases(cases: list[Case], cfg: EngineConfig, build_root: str | None = None) -> \
-        list[Outcome]:
+def run_cases_covered(cases: list[Case], cfg: EngineConfig) -> tuple[list[Outcome], dict]:
+    """:func:`run_cases` on the coverage build; also returns the coverage counts."""
+    import tempfile
+
+    from .coverage import read
+
+    with tempfile.TemporaryDirectory() as tmp:
+        dat = Path(tmp) / "coverage.dat"
+        outcomes = run_cases(cases, cfg, coverage=dat)
+        return outcomes, read(dat) if dat.is_file() else {}
+
+
+def run_cases(cases: list[Case], cfg: EngineConfig, build_root: str | None = None,
+              coverage: Path | None = None) -> list[Outcome]:
     """Run ``cases`` on ``cfg``'s RTL in one simulator process; a case that hangs or crashes
     the batch is retried alone, so each gets its own verdict."""
     from .cosim import run_programs
@@ -248,7 +260,8 @@ def run_cases(cases: list[Case], cfg: EngineConfig, build_root: str | None = Non
     prepared = [prepare(cfg, case) for case in cases]
     try:
         runs = run_programs(cfg, [p[1] for p in prepared], build_root=root,
-                            min_mem_words=MAX_CASE_BYTES // cfg.mem_bytes_per_cycle)
+                            min_mem_words=MAX_CASE_BYTES // cfg.mem_bytes_per_cycle,
+                            coverage=coverage)
     except RuntimeError:
         if len(cases) == 1:
             raise
@@ -321,29 +334,46 @@ def summarize(outcomes: list[Outcome], wall: float) -> dict[str, Any]:
 
 def campaign(cfg: EngineConfig, programs: int, *, seed: int = 0, jobs: int = 1,
              scheduler: Any = None, batch: int = 50, out: Path | None = None,
-             progress=None) -> tuple[dict[str, Any], list[Path]]:
+             progress=None, coverage: bool = False) -> tuple[dict[str, Any], list[Path]]:
     """Draw ``programs`` cases, run them, write reproducers of the failures into ``out``.
-    Returns the summary and the reproducer paths."""
+    Returns the summary and the reproducer paths. ``coverage``: run on the coverage build
+    (slower; one batch per job) and add ``coverage``, per unit, to the summary."""
     from tessera.parallel import run_batches
 
     from .build import build
+    from .coverage import summarize as summarize_coverage
 
     cases = draw_cases(cfg, programs, seed)
     outcomes: list[Outcome] = []
+    counts: dict[str, int] = {}
     t0 = time.perf_counter()
     # build once here, not in every worker at the same time
-    build(cfg, kind="native", depth=8192, mem_words=MAX_CASE_BYTES // cfg.mem_bytes_per_cycle)
+    sim = build(cfg, kind="native", depth=8192, coverage=coverage,
+                mem_words=MAX_CASE_BYTES // cfg.mem_bytes_per_cycle)
+    if coverage:
+        batch = -(-len(cases) // max(1, jobs))
     batches = [cases[i:i + batch] for i in range(0, len(cases), batch)]
 
-    def done(result: list[Outcome]) -> None:
+    def done(result) -> None:
+        if coverage:
+            result, batch_counts = result
+            for key, n in batch_counts.items():
+                counts[key] = counts.get(key, 0) + n
         outcomes.extend(result)
         if progress is not None:
             progress(len(result))
 
-    run_batches(run_cases, batches, done, cfg, jobs=jobs, scheduler=scheduler)
+    run_batches(run_cases_covered if coverage else run_cases, batches, done, cfg, jobs=jobs,
+                scheduler=scheduler)
     wall = time.perf_counter() - t0
     paths = []
     for n, o in enumerate(o for o in outcomes if not o.ok):
         if out is not None:
             paths.append(write_reproducer(Path(out) / f"case{n}-seed{o.case.seed}.json", cfg, o))
-    return summarize(outcomes, wall), paths
+    summary = summarize(outcomes, wall)
+    if coverage:
+        summary["coverage"] = [
+            {"unit": u.unit, **{f"{k}_covered": u.covered[k] for k in u.covered},
+             **{f"{k}_points": u.total[k] for k in u.total}, "uncovered": u.uncovered}
+            for u in summarize_coverage(counts, sim.directory / "tessera_top.v")]
+    return summary, paths

@@ -26,16 +26,17 @@ COUNTERS = [name for name, _ in counter_layout]
 
 def run_native(sim: SimBuild, jobs: list, tmp: Path, *, waves: Path | None = None,
                progress: Callable[[int, int, int], None] | None = None,
-               report_ms: int = 250) -> list[dict]:
+               report_ms: int = 250, coverage: Path | None = None) -> list[dict]:
     """Run ``jobs`` (:class:`sim.cosim.Job`) on the native build ``sim`` in directory ``tmp``.
 
     Returns one dict per job: ``finished`` (done rose before the job's timeout), ``cycles``,
     ``error`` (the ErrorCode's name, or None), ``counters``, ``mem_reads``, ``mem_writes``,
     ``seconds`` (the clock loop's wall time, loading and reading back excluded) and ``regions``
     (the bytes read back). ``progress(job, cycles, predicted)`` is called while a job runs, at
-    most once per ``report_ms`` milliseconds (checked every 65,536 cycles).
+    most once per ``report_ms`` milliseconds (checked every 65,536 cycles). ``coverage``: a
+    file for the build's coverage counts (a build with ``coverage``; :mod:`sim.coverage`).
     """
-    lines = []
+    lines = [f"coverage {coverage}"] if coverage is not None else []
     for n, job in enumerate(jobs):
         (tmp / f"program{n}.hex").write_text("".join(f"{x:x}\n" for x in job.words))
         (tmp / f"image{n}.bin").write_bytes(job.image)

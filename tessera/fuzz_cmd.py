@@ -33,7 +33,8 @@ def _cmd_fuzz(args: argparse.Namespace, config: EngineConfig) -> int:
         with Bar(args.programs, f"fuzz {config.label}") as bar:
             summary, failures = fuzz.campaign(
                 config, args.programs, seed=args.seed, jobs=args.jobs or 1,
-                scheduler=args.scheduler, batch=args.batch, out=out, progress=bar.advance)
+                scheduler=args.scheduler, batch=args.batch, out=out, progress=bar.advance,
+                coverage=args.coverage)
     except SchedulerError as e:
         print(f"tessera: error: {e}", file=sys.stderr)
         return 2
@@ -58,7 +59,30 @@ def _cmd_fuzz(args: argparse.Namespace, config: EngineConfig) -> int:
             print(f"  {name:<20} {value}")
         for path in failures:
             print(f"  reproducer: {path}  (tessera cosim program {path})")
+        if args.coverage:
+            _print_coverage(s["coverage"], out)
     return 1 if failures or summary["failed_programs"] else 0
+
+
+def _print_coverage(units: list[dict], out: Path) -> None:
+    def pct(u: dict, kind: str) -> str:
+        n = u[f"{kind}_points"]
+        return f"{100 * u[f'{kind}_covered'] / n:5.1f}% of {n:,}" if n else "-"
+
+    print("coverage (Verilator line, branch and toggle points reached by the campaign):")
+    print(f"  {'unit':<16} {'lines':>16} {'branches':>16} {'toggles':>18}  not reached")
+    report = []
+    for u in units:
+        missed = u["uncovered"]
+        shown = ", ".join(missed[:3]) + (f", ... ({len(missed)} in all)" if len(missed) > 3
+                                         else "")
+        print(f"  {u['unit']:<16} {pct(u, 'line'):>16} {pct(u, 'branch'):>16} "
+              f"{pct(u, 'toggle'):>18}  {shown or '-'}")
+        report += [f"{u['unit']}: {name}" for name in missed]
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "uncovered.txt").write_text("".join(line + "\n" for line in report))
+    print(f"  every block and branch not reached, by the Python line of the RTL: "
+          f"{out / 'uncovered.txt'}")
 
 
 def add_fuzz_parser(sub: argparse._SubParsersAction) -> None:
@@ -80,6 +104,9 @@ def add_fuzz_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-o", "--output", metavar="DIR", default=None,
                    help="where reproducers of failing programs go (default "
                         "build/fuzz/<configuration>)")
+    p.add_argument("--coverage", action="store_true",
+                   help="run on a build that counts Verilator line, branch and toggle "
+                        "coverage and print it per unit (a build of its own; slower)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(func=_cmd_fuzz)
 

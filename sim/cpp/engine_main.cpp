@@ -16,6 +16,9 @@
 //     out FILE            the result, JSON: cycles, error, error_code, counters, mem_reads, ...
 //     end
 //
+// and, outside any job, "coverage FILE": write Verilator's coverage counts there at the end
+// (a build with --coverage-line --coverage-toggle).
+//
 // Each job starts from reset with the instruction memory and the memory cleared, then loaded
 // from the files through the two memories' storage arrays (made visible by sim/cpp/public.vlt:
 // nothing else of the design is). While a job runs, a line "progress JOB CYCLES PREDICTED" goes
@@ -25,6 +28,9 @@
 #include "Vtessera_top.h"
 #include "verilated.h"
 #include "verilated_syms.h"
+#if VM_COVERAGE
+#include "verilated_cov.h"
+#endif
 
 #if VM_TRACE_FST
 #include "verilated_fst_c.h"
@@ -126,7 +132,7 @@ struct Job {
     std::vector<Region> read;
 };
 
-std::vector<Job> read_manifest(const std::string& path) {
+std::vector<Job> read_manifest(const std::string& path, std::string& coverage) {
     std::ifstream f(path);
     if (!f) fail("cannot read " + path);
     std::vector<Job> jobs;
@@ -137,6 +143,10 @@ std::vector<Job> read_manifest(const std::string& path) {
         std::string key;
         if (!(in >> key)) continue;
         if (key == "job") { jobs.emplace_back(); open = true; continue; }
+        if (key == "coverage" && !open) {
+            if (!(in >> coverage)) fail("manifest: malformed line: " + line);
+            continue;
+        }
         if (!open) fail("manifest: '" + key + "' outside a job");
         Job& j = jobs.back();
         if (key == "end") open = false;
@@ -165,7 +175,11 @@ template <typename T> std::vector<uint32_t> words_of(const T& port) {
 
 int main(int argc, char** argv) {
     if (argc < 2) fail("usage: Vtessera_top MANIFEST [WAVES]");
-    std::vector<Job> jobs = read_manifest(argv[1]);
+    std::string coverage;
+    std::vector<Job> jobs = read_manifest(argv[1], coverage);
+#if !VM_COVERAGE
+    if (!coverage.empty()) fail("this build counts no coverage (build it with coverage)");
+#endif
 
     auto ctx = std::make_unique<VerilatedContext>();
     ctx->commandArgs(1, argv);
@@ -275,6 +289,9 @@ int main(int argc, char** argv) {
         std::fflush(stdout);
     }
     top->final();
+#if VM_COVERAGE
+    if (!coverage.empty()) ctx->coveragep()->write(coverage.c_str());
+#endif
 #if VM_TRACE
     if (trace) trace->close();
 #endif
