@@ -37,6 +37,9 @@ class RegressionResult:
     error: str | None = None
     #: the FST waveform of the run, when it recorded one
     waves: Path | None = None
+    #: "tiles": the cocotb tile regression; "programs": random GEMM programs on the whole
+    #: engine (``sim.fuzz``, native), every element and every cycle count checked
+    kind: str = "tiles"
 
     @property
     def passed(self) -> int:
@@ -51,6 +54,7 @@ class RegressionResult:
                 "passed": self.passed, "failed": self.failed, "elements": self.elements,
                 "cycles": self.cycles, "build_seconds": round(self.build_seconds, 2),
                 "run_seconds": round(self.run_seconds, 2),
+                "kind": self.kind,
                 "log": str(self.log) if self.log else None, "error": self.error,
                 "waves": str(self.waves) if self.waves else None}
 
@@ -136,16 +140,49 @@ def run_regression(config: EngineConfig, *, pattern: str | None = None, seed: in
     return result
 
 
-def run_matrix(configs: Sequence[EngineConfig], *, jobs: int = 1, **kwargs
-               ) -> Iterator[RegressionResult]:
-    """Run several configurations, ``jobs`` at a time, yielding results as they finish."""
+def run_program_row(config: EngineConfig, programs: int, *, seed: int = 1,
+                    build_root: Path | None = None) -> RegressionResult:
+    """``programs`` random GEMM programs (``sim.fuzz``) on the whole engine, native: every
+    element against the golden and every cycle count against the model. A failing program is
+    written as a reproducer under ``build/fuzz/``; its path is the failure's name."""
+    from .fuzz import campaign
+
+    result = RegressionResult(config=config, kind="programs")
+    t0 = time.perf_counter()
+    try:
+        summary, failures = campaign(config, programs, seed=seed,
+                                     out=ROOT / "build" / "fuzz" / config.label.replace(" ", "-"))
+    except RuntimeError as e:
+        result.error = str(e)
+        return result
+    result.tests = summary["programs"]
+    result.failed = [str(p) for p in failures]
+    if summary["failed_programs"] and not failures:
+        result.error = f"{summary['failed_programs']} program(s) failed"
+    result.elements = summary["elements_compared"]
+    result.cycles = summary["simulated_cycles"]
+    result.run_seconds = time.perf_counter() - t0
+    return result
+
+
+def _config_rows(config: EngineConfig, programs: int, kwargs: dict) -> list[RegressionResult]:
+    rows = [run_regression(config, **kwargs)]
+    if programs:
+        rows.append(run_program_row(config, programs, seed=kwargs.get("seed", 1)))
+    return rows
+
+
+def run_matrix(configs: Sequence[EngineConfig], *, jobs: int = 1, programs: int = 0,
+               **kwargs) -> Iterator[RegressionResult]:
+    """Run several configurations, ``jobs`` at a time, yielding results as they finish: the
+    tile regression of each and, with ``programs``, that many random GEMM programs."""
     if jobs <= 1:
         for cfg in configs:
-            yield run_regression(cfg, **kwargs)
+            yield from _config_rows(cfg, programs, kwargs)
         return
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
     with ProcessPoolExecutor(max_workers=jobs) as pool:
-        futures = [pool.submit(run_regression, cfg, **kwargs) for cfg in configs]
+        futures = [pool.submit(_config_rows, cfg, programs, kwargs) for cfg in configs]
         for fut in as_completed(futures):
-            yield fut.result()
+            yield from fut.result()

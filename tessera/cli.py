@@ -90,26 +90,29 @@ def _cmd_sim(args: argparse.Namespace, config: EngineConfig) -> int:
     results = []
     with console.status(f"building and simulating {len(configs)} configuration(s)...") as status:
         for r in run_matrix(configs, jobs=args.jobs, pattern=args.k, seed=args.seed,
-                            waves=args.waves):
+                            waves=args.waves, programs=args.programs):
             results.append(r)
             mark = "ok" if r.ok else "FAILED"
-            console.print(f"{r.config.label:<24} {r.passed}/{r.tests} tests {mark} "
+            unit = "tests" if r.kind == "tiles" else "programs"
+            console.print(f"{r.config.label:<24} {r.passed}/{r.tests} {unit} {mark} "
                           f"(build {r.build_seconds:.1f} s, run {r.run_seconds:.1f} s)"
                           + (f"\n  waveform: {r.waves}" if r.waves else ""))
-            status.update(f"{len(results)}/{len(configs)} configurations done...")
+            status.update(f"{len(results)}/{len(configs) * (2 if args.programs else 1)} "
+                          f"runs done...")
     order = {c.key: i for i, c in enumerate(configs)}
-    results.sort(key=lambda r: order[r.config.key])
+    results.sort(key=lambda r: (order[r.config.key], r.kind != "tiles"))
     if args.json:
         print(json.dumps([r.to_dict() for r in results], indent=2))
     else:
-        table = Table(title="Tessera RTL regression (cocotb + Verilator, every element compared)")
-        for col in ("configuration", "tests", "passed", "elements compared", "simulated cycles",
-                    "seconds"):
-            table.add_column(col, justify="left" if col == "configuration" else "right",
+        table = Table(title="Tessera RTL regression (Verilator, every element compared)")
+        for col in ("configuration", "run", "tests", "passed", "elements compared",
+                    "simulated cycles", "seconds"):
+            table.add_column(col, justify="left" if col in ("configuration", "run") else "right",
                              no_wrap=True)
         for r in results:
             style = None if r.ok else "bold red"
-            table.add_row(r.config.label, str(r.tests), str(r.passed), f"{r.elements:,}",
+            run = "tiles" if r.kind == "tiles" else "GEMM programs"
+            table.add_row(r.config.label, run, str(r.tests), str(r.passed), f"{r.elements:,}",
                           f"{r.cycles:,}", f"{r.build_seconds + r.run_seconds:.1f}", style=style)
         console.print(table)
     bad = [r for r in results if not r.ok]
@@ -275,6 +278,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "both dataflows (what `make sim` runs)")
     p.add_argument("--jobs", type=int, default=1, help="configurations to run at once")
     p.add_argument("--seed", type=int, default=1, help="seed for the random tests")
+    p.add_argument("--programs", type=int, default=24,
+                   help="random GEMM programs on the whole engine per configuration, after the "
+                        "tile regression (tessera fuzz's; 0: none)")
     p.add_argument("--waves", action="store_true",
                    help="record a waveform, FST (VCD where Verilator's FST writer does not "
                         "compile); a build of its own; the path is printed")

@@ -56,7 +56,7 @@ def _cmd_build(args: argparse.Namespace, config: EngineConfig) -> int:
     print(f"  {'resource':<18} {'used':>9} {'available':>10} {'%':>6}")
     for name, (used, avail) in report.resources.items():
         pct = f"{100 * used / avail:5.1f}" if avail else "   - "
-        print(f"  {name:<18} {used:>9,} {avail if avail is not None else '-':>10} {pct:>6}")
+        print(f"  {name:<18} {used:>9,} {f'{avail:,}' if avail is not None else '-':>10} {pct:>6}")
     if report.fmax_mhz is not None:
         verdict = "meets" if report.meets_timing else "misses"
         print(f"  Fmax {report.fmax_mhz:.1f} MHz: {verdict} the {report.target_mhz:g} MHz "

@@ -121,11 +121,14 @@ def test_console_script_is_installed():
 
 @pytest.mark.sim
 def test_sim_command_json(capsys):
-    code = main(["sim", "--rows", "2", "--cols", "2", "-k", "corner", "--json"])
+    code = main(["sim", "--rows", "2", "--cols", "2", "-k", "corner", "--programs", "6",
+                 "--json"])
     out = capsys.readouterr().out
     assert code == 0, out
-    (row,) = json.loads(out)
-    assert row["tests"] == 1 and row["passed"] == 1 and row["elements"] > 0
+    tiles, programs = json.loads(out)
+    assert tiles["kind"] == "tiles" and programs["kind"] == "programs"
+    assert tiles["tests"] == 1 and tiles["passed"] == 1 and tiles["elements"] > 0
+    assert programs["tests"] == programs["passed"] == 6 and programs["elements"] > 0
 
 
 def test_cosim_op_lists_ops_and_refuses_what_has_no_rtl(capsys):
