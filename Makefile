@@ -39,6 +39,7 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/sim_speed.py
+	$(BIN)/python benchmarks/engine_speed.py
 	$(BIN)/python benchmarks/utilization.py
 	$(BIN)/python benchmarks/mapping_speed.py
 	$(BIN)/python benchmarks/sweep_speed.py

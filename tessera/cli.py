@@ -104,9 +104,10 @@ def _cmd_sim(args: argparse.Namespace, config: EngineConfig) -> int:
     if args.json:
         print(json.dumps([r.to_dict() for r in results], indent=2))
     else:
-        table = Table(title="Tessera RTL regression (Verilator, every element compared)")
-        for col in ("configuration", "run", "tests", "passed", "elements compared",
-                    "simulated cycles", "seconds"):
+        table = Table(title="Tessera RTL regression (Verilator; elements compared, cycles "
+                            "simulated)")
+        for col in ("configuration", "run", "tests", "passed", "elements", "cycles",
+                    "seconds"):
             table.add_column(col, justify="left" if col in ("configuration", "run") else "right",
                              no_wrap=True)
         for r in results:
