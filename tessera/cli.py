@@ -381,7 +381,7 @@ def _main(argv: list[str] | None) -> int:
     try:
         # commands without engine flags (sweep reads its own spec) get no configuration
         config = config_from_args(args) if hasattr(args, "preset") else None
-        if (getattr(args, "jobs", 1) or 1) < 1:
+        if getattr(args, "jobs", None) is not None and args.jobs < 1:
             parser.error(f"--jobs must be at least 1, not {args.jobs}")
         return args.func(args, config)
     except ConfigError as e:

@@ -23,16 +23,16 @@ def _cmd_fuzz(args: argparse.Namespace, config: EngineConfig) -> int:
     from sim import fuzz
     from tessera.parallel import SchedulerError
 
-    if args.programs < 1:
-        print(f"tessera: error: --programs must be at least 1, not {args.programs}",
-              file=sys.stderr)
-        return 2
+    for flag, value in (("--programs", args.programs), ("--batch", args.batch)):
+        if value < 1:
+            print(f"tessera: error: {flag} must be at least 1, not {value}", file=sys.stderr)
+            return 2
     out = Path(args.output) if args.output else \
         Path("build/fuzz") / config.label.replace(" ", "-")
     try:
         with Bar(args.programs, f"fuzz {config.label}") as bar:
             summary, failures = fuzz.campaign(
-                config, args.programs, seed=args.seed, jobs=args.jobs or 1,
+                config, args.programs, seed=args.seed, jobs=args.jobs,
                 scheduler=args.scheduler, batch=args.batch, out=out, progress=bar.advance,
                 coverage=args.coverage)
     except SchedulerError as e:

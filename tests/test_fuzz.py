@@ -2,6 +2,7 @@
 and the campaign's own checks: it catches a wrong element and a wrong cycle count, writes a
 reproducer that ``tessera cosim program`` replays, and runs on a Dask cluster."""
 
+import contextlib
 import json
 import random
 
@@ -111,9 +112,17 @@ def test_a_file_that_is_not_a_reproducer_is_refused_by_name(tmp_path, capsys):
     assert "is not JSON" in capsys.readouterr().err
 
 
-def test_fuzz_refuses_a_campaign_of_no_programs(capsys):
-    assert main(["fuzz", "--preset", "tiny", "--programs", "0"]) == 2
-    assert "--programs must be at least 1" in capsys.readouterr().err
+@pytest.mark.parametrize("flags, message", [
+    (["--programs", "0"], "--programs must be at least 1"),
+    (["--batch", "0"], "--batch must be at least 1"),
+    (["--jobs", "0"], "--jobs must be at least 1"),
+    (["--scheduler", "nonsense"], "a Dask scheduler address looks like tcp://"),
+])
+def test_fuzz_refuses_bad_options_by_name(flags, message, capsys):
+    # --jobs is checked for every command by the parser (argparse exits with status 2)
+    with pytest.raises(SystemExit) if flags[0] == "--jobs" else contextlib.nullcontext():
+        assert main(["fuzz", "--preset", "tiny", "--programs", "2", *flags]) == 2
+    assert message in capsys.readouterr().err
 
 
 def test_coverage_files_merge_and_summarize_per_unit(tmp_path):
