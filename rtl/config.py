@@ -205,6 +205,20 @@ def read_text_file(path: str | Path, what: str, error: type[Exception] = ConfigE
         raise error(f"{name} is not text in UTF-8 (or UTF-16 with a byte-order mark)") from None
 
 
+def write_text_file(path: str | Path, text: str, error: type[Exception] = ConfigError) -> Path:
+    """Write a file the user named (its folder made as needed); any reason it cannot be written
+    is an ``error`` naming the file and the reason. Returns the path written."""
+    target = Path(path)
+    try:
+        if target.is_dir():
+            raise error(f"{str(path)!r} is a directory: give a file name")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(text)
+    except OSError as e:
+        raise error(f"cannot write {str(path)!r}: {e.strerror}") from None
+    return target
+
+
 def read_toml(path: str | Path, what: str, error: type[Exception] = ConfigError) -> dict[str, Any]:
     """The table a TOML file holds; any reason it cannot be read is an ``error`` naming the file
     as ``what`` ("engine config file", "sweep spec", ...) and the reason."""

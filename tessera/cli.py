@@ -9,7 +9,13 @@ import signal
 import sys
 from pathlib import Path
 
-from rtl.config import ConfigError, EngineConfig, add_config_arguments, config_from_args
+from rtl.config import (
+    ConfigError,
+    EngineConfig,
+    add_config_arguments,
+    config_from_args,
+    write_text_file,
+)
 
 __all__ = ["main"]
 
@@ -37,14 +43,7 @@ def _cmd_verilog(args: argparse.Namespace, config: EngineConfig) -> int:
     if args.output == "-":
         sys.stdout.write(text)
         return 0
-    out = Path(args.output)
-    try:
-        if out.is_dir():
-            raise ConfigError(f"-o {args.output!r} is a directory: give a file name")
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(text)
-    except OSError as e:
-        raise ConfigError(f"cannot write {args.output!r}: {e.strerror}") from None
+    out = write_text_file(args.output, text)
     print(f"wrote {out} ({config.label}, top module {name}, "
           f"{len(text.splitlines())} lines)", file=sys.stderr)
     if args.lint:

@@ -14,7 +14,7 @@ import json
 import sys
 from pathlib import Path
 
-from rtl.config import ConfigError, EngineConfig, add_config_arguments
+from rtl.config import ConfigError, EngineConfig, add_config_arguments, write_text_file
 
 __all__ = ["add_map_parser"]
 
@@ -159,15 +159,7 @@ def _write_program(path: str, config: EngineConfig, m: int, k: int, n: int) -> N
 
 def _write_text(path: str, text: str) -> None:
     """Write a file the user named, or say why not (no traceback)."""
-    target = Path(path)
-    try:
-        if target.is_dir():
-            raise ConfigError(f"{path!r} is a directory: give a file name")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(text)
-    except OSError as e:
-        raise ConfigError(f"cannot write {path!r}: {e.strerror}") from None
-    print(f"wrote {target}", file=sys.stderr)
+    print(f"wrote {write_text_file(path, text)}", file=sys.stderr)
 
 
 def _positive(name: str, value: str) -> int:

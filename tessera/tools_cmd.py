@@ -13,7 +13,13 @@ import shutil
 import sys
 from pathlib import Path
 
-from rtl.config import ConfigError, EngineConfig, add_config_arguments
+from rtl.config import (
+    ConfigError,
+    EngineConfig,
+    add_config_arguments,
+    read_text_file,
+    write_text_file,
+)
 
 __all__ = ["add_tool_parsers", "build_caches"]
 
@@ -22,32 +28,14 @@ def _read_text(path: str, what: str) -> str:
     """A text file the user named (``-`` for stdin), or a ConfigError saying why not."""
     if path == "-":
         return sys.stdin.read()
-    p = Path(path)
-    try:
-        return p.read_text(encoding="utf-8-sig")
-    except FileNotFoundError:
-        raise ConfigError(f"{what} {path!r} does not exist") from None
-    except IsADirectoryError:
-        raise ConfigError(f"{what} {path!r} is a directory, not a file") from None
-    except UnicodeDecodeError:
-        raise ConfigError(f"{what} {path!r} is not UTF-8 text") from None
-    except OSError as e:
-        raise ConfigError(f"cannot read {what} {path!r}: {e.strerror}") from None
+    return read_text_file(path, what)
 
 
 def _write(path: str, text: str) -> None:
     if path == "-":
         sys.stdout.write(text)
         return
-    target = Path(path)
-    try:
-        if target.is_dir():
-            raise ConfigError(f"{path!r} is a directory: give a file name")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(text)
-    except OSError as e:
-        raise ConfigError(f"cannot write {path!r}: {e.strerror}") from None
-    print(f"wrote {target}", file=sys.stderr)
+    print(f"wrote {write_text_file(path, text)}", file=sys.stderr)
 
 
 def _cmd_asm(args: argparse.Namespace, config: EngineConfig) -> int:
