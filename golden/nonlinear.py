@@ -72,6 +72,7 @@ __all__ = [
     "shift_exp",
     "shift_gelu",
     "shiftmax",
+    "shiftmax_x0",
     "softmax_out_scale",
     "softmax_x0",
 ]
@@ -199,10 +200,17 @@ def shiftmax(x: torch.Tensor, scale: float, *, mask: torch.Tensor | None = None,
     here the product is exact, so outputs can differ by one in the last place where I-ViT's
     rounding crossed an integer.
     """
+    return shiftmax_x0(x, softmax_x0(scale), mask=mask, in_bits=in_bits, out_bits=out_bits,
+                       n=n)
+
+
+def shiftmax_x0(x: torch.Tensor, x0: int, *, mask: torch.Tensor | None = None,
+                in_bits: int = 8, out_bits: int = 8, n: int = SOFTMAX_N) -> torch.Tensor:
+    """:func:`shiftmax` for a given ``x0`` (what the engine's CONFIG holds) instead of the
+    scale it comes from."""
     _check_rows(x, "x")
     _check_out_bits(out_bits)
     x = check_range(x, in_bits, "x")
-    x0 = softmax_x0(scale)
     _check_n_x0(x0, n)
     keep = _row_mask(x, mask)
     low = -(1 << in_bits)

@@ -27,7 +27,15 @@ from rtl.config import ConfigError, EngineConfig
 from rtl.engine import EngineTiming, check_engine
 from rtl.isa import Q_BLOCK_ROWS, Insn, Spad, q_block_row
 
-from .program import ProgramTiming, Rec, compute_record, load_record, mark, store_record
+from .program import (
+    ProgramTiming,
+    Rec,
+    compute_record,
+    load_record,
+    mark,
+    record,
+    store_record,
+)
 
 __all__ = ["Choice", "GemmLayout", "GemmPlan", "PlanError", "Schedule", "plan_gemm",
            "search_blocking"]
@@ -78,6 +86,12 @@ class GemmPlan:
     estimate: int = 0  # predicted cycles (mapping.program.program_cycles)
     zero_point: int = 0
     relu: bool = False
+    #: Shiftmax's x0 when the stores run a softmax over each whole row of C (None: none)
+    softmax_x0: int | None = None
+
+    @property
+    def softmax(self) -> bool:
+        return self.softmax_x0 is not None
 
     @property
     def macs(self) -> int:
@@ -117,15 +131,18 @@ def _store_delay(cfg: EngineConfig, requant: bool) -> int:
     return EngineTiming(cfg).store.request_delay(isa.store(0, 1, 1, 0, 0, requant))
 
 
-def _candidates(cfg: EngineConfig, m: int, k: int, n: int):
+def _candidates(cfg: EngineConfig, m: int, k: int, n: int, softmax: bool = False):
+    """Every blocking that fits; with ``softmax`` only those whose groups hold whole rows of
+    C (all of N), which a softmax store needs."""
     g = isa.geometry(cfg)
     r, c = cfg.rows, cfg.cols
     half_a, half_b, half_acc = g.a_rows // 2, g.b_rows // 2, g.acc_rows // 2
     mt, nt = -(-m // r), -(-n // c)
     powers = [1 << i for i in range(12)]
+    nbs = [nt] if softmax else [p for p in powers if p <= nt] or [1]
     if cfg.dataflow == "os":
         for mb in [p for p in powers if p <= mt] or [1]:
-            for nb in [p for p in powers if p <= nt] or [1]:
+            for nb in nbs:
                 if mb * nb * r > half_acc:
                     continue
                 kc_max = min(k, half_a // mb, half_b // nb)
@@ -135,7 +152,7 @@ def _candidates(cfg: EngineConfig, m: int, k: int, n: int):
     else:
         kt = -(-k // r)
         for mc in sorted({min(m, x) for x in (16, 32, 64, 128, 256, 512, 1024, 2048)}):
-            for nb in [p for p in powers if p <= nt] or [1]:
+            for nb in nbs:
                 if nb * mc > half_acc:
                     continue
                 # A chunk: mc rows per K tile; B chunk: nb x R rows per K tile
@@ -187,20 +204,34 @@ def check_gemm(cfg: EngineConfig, m: int, k: int, n: int, requant: bool) -> Gemm
 
 def plan_gemm(cfg: EngineConfig, m: int, k: int, n: int, *, requant: bool = False,
               zero_point: int = 0, relu: bool = False,
-              blocking: tuple[int, int, int] | None = None) -> GemmPlan:
+              blocking: tuple[int, int, int] | None = None,
+              softmax_x0: int | None = None) -> GemmPlan:
     """Schedule ``C[M x N] = A[M x K] @ B[K x N]`` on ``cfg``; returns program and layout.
 
     ``blocking`` forces (mb, nb, kc) instead of searching (os: mb, nb in array tiles; ws: mb is
-    rows of A per group). Raises :class:`PlanError` for shapes this engine cannot hold.
+    rows of A per group). ``softmax_x0``: C's rows leave through the softmax stage (Shiftmax of
+    the requantized logits with this x0; ``requant`` must be set, and a group holds whole rows).
+    Raises :class:`PlanError` for shapes this engine cannot hold.
     """
     from .program import program_cycles
 
+    softmax = softmax_x0 is not None
+    if softmax:
+        if not requant:
+            raise PlanError("a softmax GEMM requantizes its logits to int8: requant must be set")
+        if isinstance(softmax_x0, bool) or not isinstance(softmax_x0, int) \
+                or not isa.X0_MIN <= softmax_x0 <= -1:
+            raise PlanError(f"softmax x0 must be an integer in [{isa.X0_MIN}, -1], not "
+                            f"{softmax_x0!r}")
     if blocking is None:
-        blocking = search_blocking(cfg, m, k, n, requant).blocking
+        blocking = search_blocking(cfg, m, k, n, requant, softmax=softmax).blocking
     layout = check_gemm(cfg, m, k, n, requant)
     plan = GemmPlan(config=cfg, m=m, k=k, n=n, requant=requant, mb=blocking[0],
                     nb=blocking[1], kc=blocking[2], layout=layout, zero_point=zero_point,
-                    relu=relu)
+                    relu=relu, softmax_x0=softmax_x0)
+    if softmax and plan.nb != -(-n // cfg.cols):
+        raise PlanError(f"a softmax GEMM's groups must hold whole rows: nb must be "
+                        f"{-(-n // cfg.cols)} tiles, not {plan.nb}")
     plan.program = Schedule(plan).program()
     isa.assemble(plan.program, cfg)  # every instruction checked against the engine
     plan.estimate = program_cycles(cfg, plan.program).cycles
@@ -239,12 +270,17 @@ class Choice:
 
 
 def search_blocking(cfg: EngineConfig, m: int, k: int, n: int, requant: bool,
-                    shortlist: int = SHORTLIST) -> Choice:
+                    shortlist: int = SHORTLIST, *, softmax: bool = False) -> Choice:
     """Rank every blocking that fits by a quick formula, replay the best few through the
     cycle model (:meth:`Schedule.timing`, exact) and keep the fastest (ties: fewer
-    instructions). Deterministic."""
+    instructions). Deterministic. ``softmax``: only blockings whose groups hold whole rows."""
     layout = check_gemm(cfg, m, k, n, requant)
-    options = sorted((_estimate(cfg, m, k, n, *b), b) for b in _candidates(cfg, m, k, n))
+    options = sorted((_estimate(cfg, m, k, n, *b), b)
+                     for b in _candidates(cfg, m, k, n, softmax))
+    if softmax and not options:
+        raise PlanError(f"a softmax over rows of {n} needs {-(-n // cfg.cols)} tiles of "
+                        f"{cfg.rows} rows in half of {cfg.label}'s accumulator "
+                        f"({cfg.acc_kib} KiB), with room in the scratchpads: they do not fit")
     if not options:
         raise PlanError(f"no tiling of a {m}x{k}x{n} GEMM fits {cfg.label}'s scratchpads "
                         f"({cfg.spad_kib} KiB) and accumulator ({cfg.acc_kib} KiB)")
@@ -256,7 +292,7 @@ def search_blocking(cfg: EngineConfig, m: int, k: int, n: int, requant: bool,
     runs = {}
     for b in shortlisted:
         plan = GemmPlan(config=cfg, m=m, k=k, n=n, requant=requant, mb=b[0], nb=b[1],
-                        kc=b[2], layout=layout)
+                        kc=b[2], layout=layout, softmax_x0=-1 if softmax else None)
         runs[b] = [0, Schedule(plan).steps()]
     finished: dict[tuple[int, int, int], ProgramTiming] = {}
     costed: dict[tuple[int, int, int], int | None] = {}
@@ -289,8 +325,11 @@ def _prologue(plan: GemmPlan) -> list[Insn]:
     cfg, lay = plan.config, plan.layout
     if not plan.requant:
         return []
-    return [isa.config(zero_point=plan.zero_point, relu=plan.relu),
-            isa.load(Spad.Q, 0, q_rows(cfg, plan.n), 4 * cfg.cols, lay.q_addr, 4 * cfg.cols)]
+    head = [isa.config(zero_point=plan.zero_point, relu=plan.relu)]
+    if plan.softmax:
+        head.append(isa.config_softmax(plan.softmax_x0))
+    return head + [isa.load(Spad.Q, 0, q_rows(cfg, plan.n), 4 * cfg.cols, lay.q_addr,
+                            4 * cfg.cols)]
 
 
 class Schedule:
@@ -490,6 +529,8 @@ class Schedule:
 
     def _store_records(self, group_no: int) -> list[Rec]:
         cfg, plan = self.plan.config, self.plan
+        if plan.softmax:   # each store's delay depends on its rows and segments
+            return [record(cfg, insn) for insn in self._stores(group_no)]
         w = cfg.mem_bytes_per_cycle
         elem = 1 if plan.requant else 4
         rows, cols = self.shape(group_no)
@@ -598,6 +639,8 @@ class Schedule:
         acc_base = (group_no % 2) * self.halves[2]
         gm, gn = self.groups[group_no]
         stores = []
+        if plan.softmax:
+            return mark(self._softmax_stores(group_no), *self._store_flags())
         if self.os:
             mt = -(-m // r)
             tiles_n = self._tiles_n(gn)
@@ -619,6 +662,33 @@ class Schedule:
                                         lay.ldc, plan.requant,
                                         q_row=q_block_row(tj, "bias")))
         return mark(stores, *self._store_flags())
+
+    def _softmax_stores(self, group_no: int) -> list[Insn]:
+        """A group's stores when C's rows leave through the softmax stage: one STORE per
+        ``rows`` rows of C, each stored row its ``nt`` tiles side by side (segments)."""
+        plan, cfg, lay = self.plan, self.plan.config, self.plan.layout
+        r, c = cfg.rows, cfg.cols
+        m, n = plan.m, plan.n
+        acc_base = (group_no % 2) * self.halves[2]
+        gm, gn = self.groups[group_no]
+        nt = len(self._tiles_n(gn))
+        last = n - (nt - 1) * c
+        q_row = q_block_row(0, "bias")
+        stores = []
+        if self.os:
+            for x, ti in enumerate(range(gm, min(gm + plan.mb, -(-m // r)))):
+                i0 = ti * r
+                stores.append(isa.store(acc_base + x * nt * r, min(r, m - i0), last,
+                                        lay.c_addr + i0 * lay.ldc, lay.ldc, True, q_row=q_row,
+                                        segs=nt, seg_stride=r, softmax=True))
+        else:
+            ml = min(plan.mb, m - gm)
+            for i in range(0, ml, r):
+                stores.append(isa.store(acc_base + i, min(r, ml - i), last,
+                                        lay.c_addr + (gm + i) * lay.ldc, lay.ldc, True,
+                                        q_row=q_row, segs=nt, seg_stride=plan.mb,
+                                        softmax=True))
+        return stores
 
     def timing(self, ideal_memory: bool = False):
         """The program's :class:`~mapping.program.ProgramTiming`, skipping repeated groups.

@@ -63,7 +63,7 @@ class GemmCost:
 
 
 def _traffic(cfg: EngineConfig, m: int, k: int, n: int, blocking: tuple[int, int, int],
-             requant: bool) -> dict[str, int]:
+             requant: bool, softmax: bool = False) -> dict[str, int]:
     r, c = cfg.rows, cfg.cols
     mb, nb, _kc = blocking
     mt, nt = _cdiv(m, r), _cdiv(n, c)
@@ -84,22 +84,25 @@ def _traffic(cfg: EngineConfig, m: int, k: int, n: int, blocking: tuple[int, int
         spad_read = beats * r + _cdiv(m, mb) * nt * kt * r * c
         acc_write = beats * c * 4
         acc_read = (beats - m * nt) * c * 4 + m * nt * c * 4
+    if softmax:   # the softmax stage reads every accumulator row three times
+        acc_read += 2 * m * _cdiv(n, c) * c * 4
     return {"compute": beats, "dram_read": read, "dram_write": write, "spad_read": spad_read,
             "spad_write": read, "acc_read": acc_read, "acc_write": acc_write}
 
 
 def gemm_cost(cfg: EngineConfig, m: int, k: int, n: int, *, requant: bool = False,
-              ideal_memory: bool = False) -> GemmCost:
+              ideal_memory: bool = False, softmax: bool = False) -> GemmCost:
     """The cost of the GEMM as :func:`mapping.gemm.plan_gemm` would schedule it (memoized).
 
     With ``ideal_memory`` loads and stores take no time (unbounded bandwidth, no latency): the
-    array and its fill and drain alone, with the same blocking. Raises
+    array and its fill and drain alone, with the same blocking. ``softmax``: C's rows leave
+    through the softmax stage (attention logits; ``requant`` must be set). Raises
     :class:`~mapping.gemm.PlanError` for a shape this configuration cannot hold.
     """
     # Cycles do not depend on the clock or the hash length: configurations that differ only
     # there (a sweep over clocks) share the memo.
     timing = cfg.replace(clock_mhz=100.0, hash_bits=16)
-    return _gemm_cost(timing, m, k, n, requant, ideal_memory)
+    return _gemm_cost(timing, m, k, n, requant, ideal_memory, softmax)
 
 
 def _clear_memo() -> None:
@@ -112,15 +115,16 @@ gemm_cost.cache_clear = _clear_memo  # type: ignore[attr-defined]
 
 @lru_cache(maxsize=4096)
 def _gemm_cost(cfg: EngineConfig, m: int, k: int, n: int, requant: bool,
-               ideal_memory: bool) -> GemmCost:
-    choice = search_blocking(cfg, m, k, n, requant)
+               ideal_memory: bool, softmax: bool = False) -> GemmCost:
+    choice = search_blocking(cfg, m, k, n, requant, softmax=softmax)
     cycles = choice.cycles
     blocking = choice.blocking
     if ideal_memory:
         plan = GemmPlan(config=cfg, m=m, k=k, n=n, requant=requant, mb=blocking[0],
-                        nb=blocking[1], kc=blocking[2], layout=check_gemm(cfg, m, k, n, requant))
+                        nb=blocking[1], kc=blocking[2], layout=check_gemm(cfg, m, k, n, requant),
+                        softmax_x0=-1 if softmax else None)
         cycles = Schedule(plan).timing(ideal_memory=True).cycles
-    t = _traffic(cfg, m, k, n, blocking, requant)
+    t = _traffic(cfg, m, k, n, blocking, requant, softmax)
     return GemmCost(m=m, k=k, n=n, blocking=blocking, cycles=cycles,
                     compute_cycles=t["compute"], macs=m * k * n,
                     dram_read_bytes=t["dram_read"], dram_write_bytes=t["dram_write"],

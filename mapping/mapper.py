@@ -6,7 +6,14 @@ program cycle model (whose per-instruction timing equals the RTL's); these rows 
 ``verified: rtl-model``. Outputs are requantized to int8 when the requantizer's parameter
 scratchpad holds N's channels, else stored as int32.
 
-The engine has no vector unit yet. Softmax, LayerNorm, GELU, residual adds, scaling, EcoFormer's
+Attention's softmax runs on the engine's softmax stage, fused into the stores of ``Q K^T``
+(:mod:`rtl.softmax`; its ``1/sqrt(d)`` scale folds into that GEMM's requantization): the GEMM
+row is costed with the stage's three passes by the same program model, and the scale and
+softmax rows carry no cycles of their own (``verified: rtl-model``, ``why`` names the GEMM). A
+causal softmax (GPT-2: the stage has no mask yet), or one whose rows of scores do not fit the
+accumulator whole, stays modeled.
+
+The rest of the vector unit is not built yet. LayerNorm, GELU, residual adds, EcoFormer's
 hashing steps, division and depthwise convolution are given an explicit *modeled* cost (marked
 ``verified: modeled``): a unit after the accumulator that processes ``cols`` elements per cycle,
 ``passes`` times over its input (:data:`VECTOR_PASSES`; a depthwise conv does ``taps`` MACs per
@@ -136,10 +143,12 @@ def _gemm_energy(g: GemmCost, energy: EnergyTable, sign: bool = False) -> float:
             + g.dram_bytes * energy.dram_byte_pj)
 
 
-def _gemm_row(cfg: EngineConfig, op: Op, energy: EnergyTable, ideal: bool) -> OpCost:
-    requant = _requant_fits(cfg, op.n)
+def _gemm_row(cfg: EngineConfig, op: Op, energy: EnergyTable, ideal: bool,
+              softmax: bool = False) -> OpCost:
+    requant = softmax or _requant_fits(cfg, op.n)
     try:
-        g = gemm_cost(cfg, op.m, op.k, op.n, requant=requant, ideal_memory=ideal)
+        g = gemm_cost(cfg, op.m, op.k, op.n, requant=requant, ideal_memory=ideal,
+                      softmax=softmax)
     except PlanError as e:
         raise WorkloadError(f"op {op.name} ({op.shape}): {e}") from None
     c = op.count
@@ -151,7 +160,35 @@ def _gemm_row(cfg: EngineConfig, op: Op, energy: EnergyTable, ideal: bool) -> Op
                   energy_pj=pj * c, utilization=g.macs / (cfg.pes * g.cycles),
                   verified="rtl-model", blocking=g.blocking, stage=op.stage, why=g.why,
                   gemm={"m": op.m, "k": op.k, "n": op.n, "requant": requant,
-                        "cycles": g.cycles})
+                        "cycles": g.cycles,
+                        **({"softmax_x0": SOFTMAX_X0} if softmax else {})})
+
+
+#: the x0 ``tessera cosim op`` runs a fused softmax with (logits at a scale of 1/20: +-6.4)
+SOFTMAX_X0 = -20
+
+
+def _fusable_softmax(ops: list[Op], i: int) -> bool:
+    """Whether ``ops[i]`` is attention's ``Q K^T`` followed by its scale and an unmasked
+    softmax over exactly its output: the GEMM's stores run the softmax stage and the scale
+    folds into its requantization."""
+    if i + 2 >= len(ops):
+        return False
+    qk, scale, soft = ops[i], ops[i + 1], ops[i + 2]
+    return (qk.kind == "matmul" and scale.kind == "scale" and soft.kind == "softmax"
+            and not soft.causal and scale.elements == soft.elements == qk.m * qk.n
+            and qk.count == scale.count == soft.count)
+
+
+def _fused_row(cfg: EngineConfig, op: Op, into: OpCost, energy: EnergyTable,
+               what: str) -> OpCost:
+    """A row whose work happens inside ``into``'s program: no cycles of its own."""
+    passes = VECTOR_PASSES[op.kind] if op.kind == "softmax" else 0
+    pj = op.elements * passes * energy.add_pj * op.count
+    return OpCost(name=op.name, kind=op.kind, shape=op.shape, count=op.count, cycles=0,
+                  compute_cycles=0, stall_cycles=0, macs=0, dram_bytes=0, onchip_bytes=0,
+                  energy_pj=pj, utilization=0.0, verified="rtl-model", stage=op.stage,
+                  why=f"{what} {into.name}")
 
 
 def _vector_row(cfg: EngineConfig, op: Op, energy: EnergyTable, ideal: bool) -> OpCost:
@@ -187,8 +224,23 @@ def map_workload(workload: Workload, cfg: EngineConfig, *, ideal_memory: bool = 
         raise WorkloadError(f"count must be hardware or paper, not {count!r}")
     check_engine(cfg)   # a configuration the RTL cannot build is refused here too
     rows = []
-    for op in workload.ops:
-        row = (_gemm_row if op.is_gemm else _vector_row)(cfg, op, energy, ideal_memory)
+    ops = workload.ops
+    fused: dict[int, OpCost] = {}
+    for i, op in enumerate(ops):
+        if i in fused:
+            row = fused.pop(i)
+        elif _fusable_softmax(ops, i):
+            try:
+                row = _gemm_row(cfg, op, energy, ideal_memory, softmax=True)
+            except WorkloadError:   # whole rows of scores do not fit: the modeled unit
+                row = _gemm_row(cfg, op, energy, ideal_memory)
+            else:
+                fused[i + 1] = _fused_row(cfg, ops[i + 1], row, energy,
+                                          "folded into the requantization of")
+                fused[i + 2] = _fused_row(cfg, ops[i + 2], row, energy,
+                                          "the softmax stage on the stores of")
+        else:
+            row = (_gemm_row if op.is_gemm else _vector_row)(cfg, op, energy, ideal_memory)
         row.hardware_energy_pj = row.energy_pj
         if count == "paper":
             row.muls, row.adds = paper_counts(op)

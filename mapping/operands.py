@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from golden import gemm_int, quantize_multiplier, requantize
+from golden.nonlinear import shiftmax_x0
 from rtl.config import EngineConfig
 from rtl.isa import Q_BLOCK
 
@@ -31,14 +32,25 @@ class GemmOperands:
     zero_point: int = 0
 
 
-def make_operands(m: int, k: int, n: int, *, seed: int, requant: bool) -> GemmOperands:
+def make_operands(m: int, k: int, n: int, *, seed: int, requant: bool,
+                  softmax: bool = False) -> GemmOperands:
     """Random int8 operands and, for ``requant``, per-channel parameters that keep outputs in
-    range (scales spread around 1 / (sqrt(K) * 64), a bias of a few LSBs, a small zero point)."""
+    range (scales spread around 1 / (sqrt(K) * 64), a bias of a few LSBs, a small zero point).
+    ``softmax``: attention logits instead, one scale for every channel (the softmax store
+    applies one channel block to a whole row), no bias, zero point 0, spread over most of
+    int8."""
     gen = torch.Generator().manual_seed(seed)
     a = torch.randint(-128, 128, (m, k), generator=gen, dtype=torch.int64)
     b = torch.randint(-128, 128, (k, n), generator=gen, dtype=torch.int64)
     ops = GemmOperands(a, b)
-    if requant:
+    if softmax:
+        scale = float(torch.empty(1, dtype=torch.float64).uniform_(1, 4, generator=gen)) \
+            / (k ** 0.5 * 128)
+        mult, shift = quantize_multiplier(scale)
+        ops.multiplier = torch.full((n,), mult, dtype=torch.int64)
+        ops.shift = torch.full((n,), shift, dtype=torch.int64)
+        ops.bias = torch.zeros(n, dtype=torch.int64)
+    elif requant:
         scales = torch.rand(n, generator=gen, dtype=torch.float64) * 2 / (k ** 0.5 * 64)
         pairs = [quantize_multiplier(float(s) + 1e-9) for s in scales]
         ops.multiplier = torch.tensor([p[0] for p in pairs], dtype=torch.int64)
@@ -48,11 +60,15 @@ def make_operands(m: int, k: int, n: int, *, seed: int, requant: bool) -> GemmOp
     return ops
 
 
-def golden_result(cfg: EngineConfig, ops: GemmOperands, requant: bool) -> torch.Tensor:
+def golden_result(cfg: EngineConfig, ops: GemmOperands, requant: bool,
+                  softmax_x0: int | None = None) -> torch.Tensor:
     acc = gemm_int(ops.a, ops.b, in_bits=8, acc_bits=cfg.acc_bits)
     if not requant:
         return acc
-    return requantize(acc, ops.multiplier, ops.shift, bias=ops.bias, zero_point=ops.zero_point)
+    out = requantize(acc, ops.multiplier, ops.shift, bias=ops.bias, zero_point=ops.zero_point)
+    if softmax_x0 is None:
+        return out
+    return shiftmax_x0(out, softmax_x0)
 
 
 def memory_image(plan: GemmPlan, ops: GemmOperands) -> bytes:

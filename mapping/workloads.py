@@ -84,6 +84,8 @@ class Op:
     bias: int = 0
     paper: tuple[int, int] | None = None
     stage: str = ""
+    #: softmax over causally masked scores (GPT-2)
+    causal: bool = False
 
     def __post_init__(self) -> None:
         if self.kind not in GEMM_KINDS | VECTOR_KINDS:
@@ -161,7 +163,8 @@ class _Builder:
         self.add(name, kind, elements=self.batch * elements, count=count, stage=stage, **kw)
 
     def attention(self, prefix: str, n_q: int, n_kv: int, dim: int, heads: int, count: int,
-                  stage: str, kind: str, hash_bits: int, shared_qk: bool = False) -> None:
+                  stage: str, kind: str, hash_bits: int, shared_qk: bool = False,
+                  causal: bool = False) -> None:
         """Per-head attention over ``n_q`` queries and ``n_kv`` keys (projections excluded)."""
         d = dim // heads
         inst = count * self.batch * heads
@@ -171,7 +174,8 @@ class _Builder:
         self.add(f"{prefix}.qk", "matmul", m=n_q, k=d, n=n_kv, count=inst, stage=stage)
         self.add(f"{prefix}.scale", "scale", elements=n_q * n_kv, count=inst, stage=stage,
                  paper=(n_q * n_kv, 0))
-        self.add(f"{prefix}.softmax", "softmax", elements=n_q * n_kv, count=inst, stage=stage)
+        self.add(f"{prefix}.softmax", "softmax", elements=n_q * n_kv, count=inst, stage=stage,
+                 causal=causal)
         self.add(f"{prefix}.av", "matmul", m=n_q, k=n_kv, n=d, count=inst, stage=stage)
 
     def ecoformer(self, prefix: str, n: int, c: int, heads: int, inst: int, stage: str,
@@ -214,14 +218,16 @@ def _check_int(name: str, value: int, lo: int = 1) -> None:
 
 
 def _encoder(b: _Builder, layers: int, tokens: int, dim: int, heads: int, ffn: int,
-             attention: str, hash_bits: int, prefix: str = "layer") -> None:
+             attention: str, hash_bits: int, prefix: str = "layer",
+             causal: bool = False) -> None:
     """``layers`` pre- or post-norm transformer layers (same ops either way)."""
     if dim % heads:
         raise WorkloadError(f"width {dim} is not divisible by {heads} heads")
     s = prefix
     b.vector(f"{s}.norm1", "layernorm", tokens * dim, count=layers, stage=s)
     b.linear(f"{s}.qkv", tokens, dim, 3 * dim, count=layers, stage=s)
-    b.attention(f"{s}.attn", tokens, tokens, dim, heads, layers, s, attention, hash_bits)
+    b.attention(f"{s}.attn", tokens, tokens, dim, heads, layers, s, attention, hash_bits,
+                causal=causal)
     b.linear(f"{s}.proj", tokens, dim, dim, count=layers, stage=s)
     b.vector(f"{s}.residual1", "add", tokens * dim, count=layers, stage=s)
     b.vector(f"{s}.norm2", "layernorm", tokens * dim, count=layers, stage=s)
@@ -257,7 +263,7 @@ def _bert(dim: int, layers: int, heads: int, seq: int, batch: int, attention: st
 def _gpt2(seq: int, batch: int, attention: str, hash_bits: int) -> list[Op]:
     dim, layers, heads, vocab = 768, 12, 12, 50257
     b = _Builder(batch)
-    _encoder(b, layers, seq, dim, heads, 4 * dim, attention, hash_bits)
+    _encoder(b, layers, seq, dim, heads, 4 * dim, attention, hash_bits, causal=True)
     b.vector("ln_f", "layernorm", seq * dim, stage="head")
     b.linear("lm_head", 1, dim, vocab, stage="head", bias=False)
     return b.ops

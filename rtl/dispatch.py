@@ -30,6 +30,7 @@ from .isa import (
     Q_BLOCK_ROWS,
     QUEUE_OF,
     ROW_BITS,
+    X0_MIN,
     ErrorCode,
     Op,
     Queue,
@@ -200,7 +201,8 @@ class Dispatcher(wiring.Component):
         return {"load": (ld.row, ld.rows), "a": (cp.a_row, cp.extent),
                 "b": (cp.b_row, cp.extent if os_ else r),
                 "acc": (cp.acc_row, r if os_ else cp.extent),
-                "store": (st.acc_row, st.rows), "q": (st.q_row, Q_BLOCK_ROWS)}
+                "store": (st.acc_row + st.extra_segs * st.seg_stride, st.rows),
+                "q": (st.q_row, Q_BLOCK_ROWS)}
 
     def _stage1(self, m, insn, early, extent, late):
         """Every check that needs no sum, from the incoming word: ``early`` the code of the
@@ -245,11 +247,16 @@ class Dispatcher(wiring.Component):
                     elif op == Op.STORE:
                         m.d.comb += extent.eq((st.rows == 0) | (st.cols == 0)
                                               | (st.cols > cfg.cols))
-                        row_bytes = Mux(st.requant, st.cols, st.cols << 2)
+                        last_bytes = Mux(st.requant, st.cols, st.cols << 2)
+                        seg_bytes = Mux(st.requant, cfg.cols, cfg.cols << 2)
+                        row_bytes = st.extra_segs * seg_bytes + last_bytes
+                        first_bytes = Mux(st.extra_segs == 0, last_bytes, seg_bytes)
                         several = st.rows > 1
-                        past = (st.addr + (row_bytes - 1))[ADDR_BITS] & (row_bytes != 0)
-                        with m.If(~st.requant & (misaligned(st.addr)
-                                                 | several & misaligned(st.stride))):
+                        past = (st.addr + (first_bytes - 1))[ADDR_BITS] & (first_bytes != 0)
+                        with m.If(st.softmax & (~st.requant | (st.rows > cfg.rows))):
+                            m.d.comb += late.eq(ErrorCode.MODE)
+                        with m.Elif(~st.requant & (misaligned(st.addr)
+                                                   | several & misaligned(st.stride))):
                             m.d.comb += late.eq(ErrorCode.ALIGN)
                         with m.Elif(several & (st.stride < row_bytes)):
                             m.d.comb += late.eq(ErrorCode.STRIDE)
@@ -257,8 +264,11 @@ class Dispatcher(wiring.Component):
                             m.d.comb += late.eq(ErrorCode.ADDRESS)
                     elif op == Op.CONFIG:
                         values = (cf.zero_point, cf.qmin, cf.qmax)
-                        with m.If(Cat(*((v < lo) | (v > hi) for v in values)).any()
-                                  | (cf.qmin > cf.qmax)):
+                        with m.If(cf.softmax):
+                            with m.If((cf.x0 < X0_MIN) | (cf.x0 > -1)):
+                                m.d.comb += late.eq(ErrorCode.RANGE)
+                        with m.Elif(Cat(*((v < lo) | (v > hi) for v in values)).any()
+                                    | (cf.qmin > cf.qmax)):
                             m.d.comb += late.eq(ErrorCode.RANGE)
             with m.Default():
                 m.d.comb += early.eq(ErrorCode.OPCODE)

@@ -46,14 +46,19 @@ from .config import ConfigError, EngineConfig
 
 __all__ = [
     "ADDR_BITS", "AsmError", "ErrorCode", "Insn", "Op", "POPS", "PUSHES", "QUEUE_OF",
-    "Q_BLOCK", "Q_BLOCK_ROWS", "Queue", "Spad", "TOKENS", "assemble", "check", "compute",
-    "config", "decode", "disassemble", "encode", "geometry", "insn_layout", "load", "parse",
-    "parse_numbered", "q_block_row", "store",
+    "Q_BLOCK", "Q_BLOCK_ROWS", "Queue", "SEG_BITS", "Spad", "TOKENS", "X0_BITS", "X0_MIN",
+    "assemble", "check", "compute", "config", "config_softmax", "decode", "disassemble",
+    "encode", "geometry", "insn_layout", "load", "parse", "parse_numbered", "q_block_row",
+    "store", "store_elem_bytes", "store_row_bytes", "store_seg_bytes", "store_segs",
 ]
 
 ADDR_BITS = 32
 ROW_BITS = 16
 LEN_BITS = 12
+#: bits of a STORE's extra segment count (rows up to 2**SEG_BITS accumulator rows long)
+SEG_BITS = 10
+#: bits of CONFIG's Shiftmax x0
+X0_BITS = 18
 
 
 class Op(enum.Enum, shape=3):
@@ -112,6 +117,7 @@ class ErrorCode(enum.Enum, shape=4):
     ALIGN = 7      # an int32 transfer (Q load, raw store) not on a 4-byte boundary
     STRIDE = 8     # a store whose rows would overwrite each other (stride < row bytes)
     ADDRESS = 9    # a transfer that runs past the 32-bit address space (found as it runs)
+    MODE = 10      # a softmax STORE without requant, or of more rows than the array has
 
 
 deps_layout = data.StructLayout({
@@ -143,6 +149,10 @@ store_layout = data.StructLayout({
     "stride": ADDR_BITS,    # bytes between rows in memory
     "requant": 1,           # 1: through the requantizer to int8; 0: raw little-endian int32
     "q_row": ROW_BITS,      # scratchpad Q row of the channel block (Q_BLOCK: bias, mult, shift)
+    "extra_segs": SEG_BITS,  # segments after the first: each row is 1 + extra_segs accumulator
+                            # rows (seg_stride apart) written side by side in memory
+    "seg_stride": ROW_BITS,  # accumulator rows between a row's segments
+    "softmax": 1,           # Shiftmax over each whole row (rtl/softmax.py; requant must be set)
 })
 
 config_layout = data.StructLayout({
@@ -150,6 +160,8 @@ config_layout = data.StructLayout({
     "qmin": signed(16),
     "qmax": signed(16),
     "relu": 1,
+    "softmax": 1,           # 0: sets zero_point, qmin, qmax, relu; 1: sets x0 alone
+    "x0": signed(X0_BITS),  # Shiftmax's floor(-1 / scale) of the logits, in [-(2**16 - 1), -1]
 })
 
 #: The instruction word. Written once: the RTL decodes it as a View, the assembler as a Const.
@@ -294,13 +306,28 @@ def compute(a_row: int, b_row: int, acc_row: int, extent: int, accumulate: bool,
 
 
 def store(acc_row: int, rows: int, cols: int, addr: int, stride: int, requant: bool,
-          *deps: str, q_row: int = 0) -> Insn:
+          *deps: str, q_row: int = 0, segs: int = 1, seg_stride: int = 0,
+          softmax: bool = False) -> Insn:
+    """A STORE; ``segs`` accumulator rows ``seg_stride`` apart make one stored row (the
+    last segment ``cols`` wide, the others the array's width)."""
     return Insn(Op.STORE, dict(acc_row=acc_row, rows=rows, cols=cols, addr=addr, stride=stride,
-                               requant=int(requant), q_row=q_row), frozenset(deps))
+                               requant=int(requant), q_row=q_row, extra_segs=segs - 1,
+                               seg_stride=seg_stride, softmax=int(softmax)), frozenset(deps))
 
 
 def config(zero_point: int = 0, qmin: int = -128, qmax: int = 127, relu: bool = False) -> Insn:
-    return Insn(Op.CONFIG, dict(zero_point=zero_point, qmin=qmin, qmax=qmax, relu=int(relu)))
+    """A CONFIG of the requantizer's settings."""
+    return Insn(Op.CONFIG, dict(zero_point=zero_point, qmin=qmin, qmax=qmax, relu=int(relu),
+                                softmax=0, x0=0))
+
+
+def config_softmax(x0: int) -> Insn:
+    """A CONFIG of Shiftmax's ``x0 = floor(-1 / scale)`` for the softmax STOREs after it."""
+    return Insn(Op.CONFIG, dict(zero_point=0, qmin=0, qmax=0, relu=0, softmax=1, x0=x0))
+
+
+#: the most negative x0 Shiftmax takes (|x0| 2**15 stays below 2**31)
+X0_MIN = -((1 << 16) - 1)
 
 
 def check(insn: Insn, cfg: EngineConfig, where: str = "") -> None:
@@ -365,10 +392,17 @@ def check(insn: Insn, cfg: EngineConfig, where: str = "") -> None:
         if not 1 <= a["cols"] <= cfg.cols:
             raise AsmError(f"{at}cols must be between 1 and {cfg.cols}, not {a['cols']}",
                            ErrorCode.EXTENT)
-        _span(at, "the accumulator", a["acc_row"], a["rows"], g.acc_rows)
+        _span(at, "the accumulator", a["acc_row"] + a["extra_segs"] * a["seg_stride"],
+              a["rows"], g.acc_rows)
         if a["requant"]:
             _span(at, "scratchpad Q", a["q_row"], Q_BLOCK_ROWS, g.q_rows)
-        width = store_row_bytes(insn)
+        if a["softmax"] and not a["requant"]:
+            raise AsmError(f"{at}a softmax store takes int8 logits: requant must be set",
+                           ErrorCode.MODE)
+        if a["softmax"] and a["rows"] > cfg.rows:
+            raise AsmError(f"{at}a softmax store keeps statistics for at most {cfg.rows} rows "
+                           f"(the array's), not {a['rows']}", ErrorCode.MODE)
+        width = store_row_bytes(insn, cfg)
         if not a["requant"] and (a["addr"] % 4 or (a["rows"] > 1 and a["stride"] % 4)):
             raise AsmError(f"{at}misaligned int32 store: addr ({a['addr']}) and stride "
                            f"({a['stride']}) must be multiples of 4", ErrorCode.ALIGN)
@@ -376,6 +410,10 @@ def check(insn: Insn, cfg: EngineConfig, where: str = "") -> None:
             raise AsmError(f"{at}stride {a['stride']} is shorter than a stored row of {width} "
                            f"bytes: rows would overwrite each other", ErrorCode.STRIDE)
         _mem(at, a["addr"], a["stride"], a["rows"], width)
+    elif insn.op == Op.CONFIG and a["softmax"]:
+        if not X0_MIN <= a["x0"] <= -1:
+            raise AsmError(f"{at}x0 {a['x0']} is outside [{X0_MIN}, -1] (Shiftmax's "
+                           f"floor(-1 / scale) of the logits)", ErrorCode.RANGE)
     elif insn.op == Op.CONFIG:
         lo, hi = -(1 << (cfg.in_bits - 1)), (1 << (cfg.in_bits - 1)) - 1
         for name in ("zero_point", "qmin", "qmax"):
@@ -388,9 +426,27 @@ def check(insn: Insn, cfg: EngineConfig, where: str = "") -> None:
         raise AsmError(f"{at}no checks written for this operation", ErrorCode.OPCODE)
 
 
-def store_row_bytes(insn: Insn) -> int:
-    """Bytes a STORE writes per row: ``cols`` int8 when it requantizes, else ``cols`` int32."""
-    return insn.args["cols"] * (1 if insn.args["requant"] else 4)
+def store_segs(insn: Insn) -> int:
+    """Accumulator rows (segments) per stored row of a STORE."""
+    return insn.args.get("extra_segs", 0) + 1
+
+
+def store_elem_bytes(insn: Insn) -> int:
+    """Bytes per stored element: int8 when a STORE requantizes, else int32."""
+    return 1 if insn.args["requant"] else 4
+
+
+def store_seg_bytes(insn: Insn, cfg: EngineConfig) -> tuple[int, int]:
+    """Bytes of a stored row's segments: (every segment but the last, the last)."""
+    elem = store_elem_bytes(insn)
+    return cfg.cols * elem, insn.args["cols"] * elem
+
+
+def store_row_bytes(insn: Insn, cfg: EngineConfig) -> int:
+    """Bytes a STORE writes per row: its segments side by side, every one but the last the
+    array's ``cols`` elements wide, the last ``cols`` (the field) wide."""
+    full, last = store_seg_bytes(insn, cfg)
+    return (store_segs(insn) - 1) * full + last
 
 
 def _span(at: str, what: str, first: int, count: int, depth: int) -> None:
@@ -473,7 +529,7 @@ def disassemble(words: Sequence[int]) -> str:
     return "\n".join(str(decode(w)) for w in words)
 
 
-_TOKEN = re.compile(r"^([a-z_]+)=(-?(?:0x[0-9a-fA-F]+|[0-9]+))$")
+_TOKEN = re.compile(r"^([a-z_][a-z0-9_]*)=(-?(?:0x[0-9a-fA-F]+|[0-9]+))$")
 
 
 def _number(text: str) -> int:

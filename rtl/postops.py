@@ -41,18 +41,31 @@ from .isa import Q_BLOCK, Insn, config_layout, store_layout
 from .memory import engine_memories
 from .requant import Requantizer
 
-__all__ = ["RequantStage", "Stage", "post_op_stages", "row_layout", "stage_signature"]
+__all__ = ["RequantStage", "Stage", "post_op_stages", "row_layout", "side_layout",
+           "stage_signature"]
 
 #: bits of a lane of the store path (the accumulator sign-extended; the engine's results are
 #: at most int32)
 LANE_BITS = 32
 
 
+def side_layout(config: EngineConfig) -> data.StructLayout:
+    """What travels beside a row's lanes on the store path (:func:`row_layout`)."""
+    return data.StructLayout({
+        "first": 1,       # the instruction's first row
+        "last": 1,        # its last row
+        "seg_first": 1,   # the first segment (accumulator row) of a stored row
+        "seg_last": 1,    # its last segment
+        "pass_": 2,       # which pass over the instruction's rows (a softmax makes three)
+        "emit": 1,        # the row goes to memory (the rows of the last pass)
+        "row": range(max(config.rows, 2)),   # the stored row's index, modulo the array's rows
+    })
+
+
 def row_layout(config: EngineConfig) -> data.StructLayout:
-    """A row on the store path: ``cols`` lanes, and whether it is its instruction's first and
-    last row."""
+    """A row on the store path: ``cols`` lanes and the :func:`side_layout` fields."""
     return data.StructLayout({"data": data.ArrayLayout(signed(LANE_BITS), config.cols),
-                              "first": 1, "last": 1})
+                              "side": side_layout(config)})
 
 
 def stage_signature(config: EngineConfig, **extra) -> wiring.Signature:
@@ -126,7 +139,7 @@ class RequantStage(Stage):
         qmin = Signal(signed(out_bits), init=-(1 << (out_bits - 1)))
         qmax = Signal(signed(out_bits), init=(1 << (out_bits - 1)) - 1)
         relu = Signal()
-        with m.If(self.settings_en):
+        with m.If(self.settings_en & ~self.settings.softmax):
             m.d.sync += [zero_point.eq(self.settings.zero_point), qmin.eq(self.settings.qmin),
                          qmax.eq(self.settings.qmax), relu.eq(self.settings.relu)]
         m.d.comb += [rq.zero_point.eq(zero_point), rq.qmin.eq(qmin), rq.qmax.eq(qmax),
@@ -155,20 +168,21 @@ class RequantStage(Stage):
         p = self.i.payload
         m.d.comb += [rq.i.payload.bias.eq(params["bias"]),
                      rq.i.payload.multiplier.eq(params["multiplier"]),
-                     rq.i.payload.last.eq(p.last)]
+                     rq.i.payload.last.eq(0)]
         for j in range(c):
             m.d.comb += [rq.i.payload.acc[j].eq(p.data[j]),
                          rq.i.payload.shift[j].eq(params["shift"][j])]
-        first = Signal(self.latency)   # `first`, delayed as the requantizer delays its rows
-        advance = rq.i.ready
-        with m.If(advance):
-            m.d.sync += first.eq((first << 1) | (self.i.valid & p.first))
+        # the side fields, delayed as the requantizer delays its rows
+        side = [Signal(side_layout(cfg), name=f"side{k}") for k in range(self.latency)]
+        with m.If(rq.i.ready):
+            m.d.sync += side[0].eq(p.side)
+            for k in range(1, self.latency):
+                m.d.sync += side[k].eq(side[k - 1])
         selected = self.select(self.cmd)
         with m.If(selected):
             m.d.comb += [rq.i.valid.eq(self.i.valid), self.i.ready.eq(rq.i.ready),
                          self.o.valid.eq(rq.o.valid), rq.o.ready.eq(self.o.ready),
-                         self.o.payload.first.eq(first[-1]),
-                         self.o.payload.last.eq(rq.o.payload.last)]
+                         self.o.payload.side.eq(side[-1])]
             for j in range(c):
                 m.d.comb += self.o.payload.data[j].eq(rq.o.payload.data[j])
         with m.Else():
@@ -180,4 +194,6 @@ class RequantStage(Stage):
 def post_op_stages(config: EngineConfig) -> list[type[Stage]]:
     """The store path's stages, in chain order."""
     del config
-    return [RequantStage]
+    from .softmax import SoftmaxStage  # (it imports this module)
+
+    return [RequantStage, SoftmaxStage]

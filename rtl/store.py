@@ -25,9 +25,20 @@ from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.wiring import In, Out
 
 from .config import EngineConfig
-from .isa import ADDR_BITS, ROW_BITS, Insn, Op, insn_layout, store_layout, store_row_bytes
+from .isa import (
+    ADDR_BITS,
+    ROW_BITS,
+    SEG_BITS,
+    Insn,
+    Op,
+    insn_layout,
+    store_layout,
+    store_seg_bytes,
+    store_segs,
+)
 from .memory import engine_memories, request_layout
 from .postops import RequantStage, Stage, post_op_stages, row_layout
+from .softmax import SoftmaxStage
 from .tokens import consumer_signature, producer_signature
 
 __all__ = ["AccReader", "BeatSplitter", "StoreTiming", "StoreUnit"]
@@ -72,16 +83,32 @@ class StoreTiming:
         """The post-op stages a STORE passes its rows through."""
         return [stage for stage in self.stages if stage.uses(insn)]
 
+    def passes(self, insn: Insn) -> int:
+        """Passes the reader makes over a STORE's rows (the last one goes to memory)."""
+        return SoftmaxStage.PASSES if SoftmaxStage.uses(insn) else 1
+
+    def gap(self, insn: Insn) -> int:
+        """Idle cycles the reader leaves before a STORE's last pass."""
+        return SoftmaxStage.gap(self.config) if SoftmaxStage.uses(insn) else 0
+
+    def reads_before_output(self, insn: Insn) -> int:
+        """Cycles the reader spends before it reads the first row of the last pass: the rows
+        of the passes before it, back to back, and the gap."""
+        per_pass = insn.args["rows"] * store_segs(insn)
+        return (self.passes(insn) - 1) * per_pass + self.gap(insn)
+
     def request_delay(self, insn: Insn) -> int:
         """Cycles from taking a STORE to its first beat asking for the memory port."""
         chosen = self.selected(insn)
         setup = max((stage.setup_cycles for stage in chosen), default=0)
-        return (self.setup + setup + self.read_latency + sum(s.latency for s in chosen)
-                + self.fifo_latency + self.split_latency)
+        return (self.setup + setup + self.read_latency + self.reads_before_output(insn)
+                + sum(s.latency for s in chosen) + self.fifo_latency + self.split_latency)
 
     def row_beats(self, insn: Insn) -> int:
-        """Memory beats of one row of a STORE."""
-        return -(-store_row_bytes(insn) // self.config.mem_bytes_per_cycle)
+        """Memory beats of one stored row of a STORE (its segments are cut separately)."""
+        w = self.config.mem_bytes_per_cycle
+        full, last = store_seg_bytes(insn, self.config)
+        return (store_segs(insn) - 1) * -(-full // w) + -(-last // w)
 
     def beats(self, insn: Insn) -> int:
         return insn.args["rows"] * self.row_beats(insn)
@@ -103,9 +130,15 @@ class StoreTiming:
 
 
 class AccReader(wiring.Component):
-    """Streams accumulator rows ``first_row .. first_row + rows - 1`` (latched at ``start``)
-    while ``run`` is high, one per cycle while ``o`` takes them, each sign-extended to int32
-    lanes with its ``first``/``last`` flags, :attr:`latency` cycles after its read."""
+    """Streams a STORE's accumulator rows while ``run`` is high, one per cycle while ``o``
+    takes them, each sign-extended to int32 lanes with its side fields
+    (:func:`rtl.postops.side_layout`), :attr:`latency` cycles after its read.
+
+    Latched at ``start``: ``first_row``, ``rows``, ``segs`` (accumulator rows per stored row,
+    ``seg_stride`` apart), ``passes`` and ``gap``. Order: for each pass, for each stored row
+    ``r``, its segments ``first_row + r + t * seg_stride``; ``gap`` idle cycles before the last
+    pass (a stage's reduction finishing); the last pass's rows have ``emit`` set.
+    """
 
     latency = StoreTiming.read_latency
 
@@ -113,52 +146,89 @@ class AccReader(wiring.Component):
         self.config = config
         acc = engine_memories(config)["acc"]
         super().__init__({
-            "start": In(1), "first_row": In(ROW_BITS), "rows": In(ROW_BITS), "run": In(1),
+            "start": In(1), "first_row": In(ROW_BITS), "rows": In(ROW_BITS),
+            "segs": In(SEG_BITS + 1), "seg_stride": In(ROW_BITS), "passes": In(2),
+            "gap": In(8), "run": In(1),
             "acc_read": In(acc.read_signature()),
             "o": Out(stream.Signature(row_layout(config))),
         })
 
     def elaborate(self, platform):
         m = Module()
+        cfg = self.config
         rd = self.acc_read
-        base = Signal(ROW_BITS)
-        count = Signal(ROW_BITS)
-        issued = Signal(ROW_BITS)
+        side_l = row_layout(cfg)["side"].shape
+        base = Signal(ROW_BITS)      # first_row
+        rows = Signal(ROW_BITS)
+        segs = Signal(SEG_BITS + 1)
+        seg_stride = Signal(ROW_BITS)
+        passes = Signal(2)
+        gap = Signal(8)
+        addr = Signal(ROW_BITS)      # the next row to read
+        row_addr = Signal(ROW_BITS)  # its stored row's first segment
+        r = Signal(ROW_BITS)
+        t = Signal(SEG_BITS + 1)
+        p = Signal(2)
+        done = Signal(init=1)
+        wait = Signal(8)
         with m.If(self.start):
-            m.d.sync += [base.eq(self.first_row), count.eq(self.rows), issued.eq(0)]
+            m.d.sync += [base.eq(self.first_row), rows.eq(self.rows), segs.eq(self.segs),
+                         seg_stride.eq(self.seg_stride), passes.eq(self.passes),
+                         gap.eq(self.gap), addr.eq(self.first_row),
+                         row_addr.eq(self.first_row), r.eq(0), t.eq(0), p.eq(0), done.eq(0),
+                         wait.eq(0)]
         # The read port and a register behind it (block RAM output is slow on an FPGA) move
         # together and hold while the consumer waits.
         read = Signal()          # the read port holds a row
-        read_first = Signal()
-        read_last = Signal()
+        read_side = Signal(side_l)
         valid = Signal()         # the register behind it holds a row
-        first = Signal()
-        last = Signal()
+        side = Signal(side_l)
         row = Signal.like(rd.data)
         advance = ~valid | self.o.ready
-        more = self.run & (issued < count)
-        m.d.comb += [rd.addr.eq(base + issued), rd.en.eq(advance)]
+        more = self.run & ~done & (wait == 0)
+        seg_last = t == segs - 1
+        row_last = r == rows - 1
+        pass_last = p == passes - 1
+        now = Signal(side_l)
+        m.d.comb += [now.first.eq((p == 0) & (r == 0) & (t == 0)),
+                     now.last.eq(pass_last & row_last & seg_last),
+                     now.seg_first.eq(t == 0), now.seg_last.eq(seg_last), now.pass_.eq(p),
+                     now.emit.eq(pass_last), now.row.eq(r)]
+        m.d.comb += [rd.addr.eq(addr), rd.en.eq(advance)]
+        with m.If(~self.start & (wait != 0)):
+            m.d.sync += wait.eq(wait - 1)
         with m.If(advance):
-            m.d.sync += [read.eq(more), read_first.eq(issued == 0),
-                         read_last.eq(issued + 1 == count), valid.eq(read), first.eq(read_first),
-                         last.eq(read_last), row.eq(rd.data)]
+            m.d.sync += [read.eq(more), read_side.eq(now), valid.eq(read), side.eq(read_side),
+                         row.eq(rd.data)]
             with m.If(more):
-                m.d.sync += issued.eq(issued + 1)
-        m.d.comb += [self.o.valid.eq(valid), self.o.payload.first.eq(first),
-                     self.o.payload.last.eq(last)]
+                with m.If(~seg_last):
+                    m.d.sync += [t.eq(t + 1), addr.eq(addr + seg_stride)]
+                with m.Elif(~row_last):
+                    m.d.sync += [t.eq(0), r.eq(r + 1), addr.eq(row_addr + 1),
+                                 row_addr.eq(row_addr + 1)]
+                with m.Else():
+                    m.d.sync += [t.eq(0), r.eq(0), addr.eq(base), row_addr.eq(base)]
+                    with m.If(pass_last):
+                        m.d.sync += done.eq(1)
+                    with m.Else():
+                        m.d.sync += p.eq(p + 1)
+                        with m.If(p + 2 == passes):
+                            m.d.sync += wait.eq(gap)
+        m.d.comb += [self.o.valid.eq(valid), self.o.payload.side.eq(side)]
         for j in range(self.config.cols):
             m.d.comb += self.o.payload.data[j].eq(row[j])   # sign-extends to int32
         return m
 
 
 class BeatSplitter(wiring.Component):
-    """Cuts rows of ``row_bytes`` bytes (in memory order, in ``i``) into memory write beats of
-    up to W bytes, one per cycle the memory takes one, row after row at ``addr``, ``addr +
-    stride``, ... (``addr``, ``stride`` and ``row_bytes`` latched at ``start``). A row is
-    taken as the previous one's last beat goes, so rows leave back to back; a row's first
-    beat asks :attr:`latency` cycle after the row is taken. ``rows_done``: rows whose last
-    beat memory has taken since ``start``. ``error``: a row would run past the 32-bit address
-    space (the first row is checked as the STORE is decoded); the splitter stops before it.
+    """Cuts rows (in memory order, in ``i``) into memory write beats of up to W bytes, one per
+    cycle the memory takes one. A stored row is ``segs`` rows of ``i`` (segments) side by side
+    in memory: every segment but the last ``seg_bytes`` long, the last ``row_bytes``; stored
+    rows at ``addr``, ``addr + stride``, ... (all latched at ``start``). A segment is taken as
+    the previous one's last beat goes, so they leave back to back; a segment's first beat asks
+    :attr:`latency` cycle after it is taken. ``rows_done``: stored rows whose last beat memory
+    has taken since ``start``. ``error``: a segment would run past the 32-bit address space
+    (the first is checked as the STORE is decoded); the splitter stops before it.
     """
 
     latency = StoreTiming.split_latency
@@ -169,6 +239,8 @@ class BeatSplitter(wiring.Component):
         super().__init__({
             "start": In(1), "addr": In(ADDR_BITS), "stride": In(ADDR_BITS),
             "row_bytes": In(range(self.max_row_bytes + 1)),
+            "seg_bytes": In(range(self.max_row_bytes + 1)),
+            "segs": In(SEG_BITS + 1),
             "i": In(stream.Signature(unsigned(8 * self.max_row_bytes))),
             "req": Out(stream.Signature(request_layout(config))),
             "rows_done": Out(ROW_BITS),
@@ -180,29 +252,40 @@ class BeatSplitter(wiring.Component):
         w = self.config.mem_bytes_per_cycle
         top = self.max_row_bytes
         req = self.req
-        row_size = Signal(range(top + 1))
+        last_size = Signal(range(top + 1))
+        seg_size = Signal(range(top + 1))
+        segs = Signal(SEG_BITS + 1)
         stride = Signal(ADDR_BITS)
         buf = Signal(8 * top)
         have = Signal()
         offset = Signal(range(top + w + 1))
-        row_addr = Signal(ADDR_BITS)
-        left = Signal(range(top + 1))   # bytes of the row still to send
+        row_addr = Signal(ADDR_BITS)    # the segment in the buffer (or next to come)
+        seg = Signal(SEG_BITS + 1)      # its index in its stored row
+        left = Signal(range(top + 1))   # bytes of the segment still to send
         last_beat = Signal()            # left <= w, kept a beat ahead
-        # The next row's address, a row ahead, in bits enough never to wrap; whether that
-        # row runs past the address space is a compare of registers. `sending` is a row in the
-        # buffer and not past it, kept in its own register: the request's valid is a register
-        # output, as it was before the check (it reaches the memory arbiter's choice, and from
-        # there the clock enables of both units).
-        next_row = Signal(ADDR_BITS + 2)
-        limit = Signal(ADDR_BITS + 2)
-        past = Signal()       # the row after the one sent last runs past the address space
+        # The next segment's address and size, a segment ahead, in bits enough never to wrap;
+        # whether it runs past the address space is a compare of registers. `sending` is a
+        # segment in the buffer and not past it, kept in its own register: the request's valid
+        # is a register output (it reaches the memory arbiter's choice, and from there the
+        # clock enables of both units).
+        row_start = Signal(ADDR_BITS + 2)   # the stored row's first segment
+        next_seg = Signal(ADDR_BITS + 2)
+        next_is_last = Signal()
+        past = Signal()       # the segment after the one sent last runs past the address space
         sending = Signal()
+        seg_last = seg == segs - 1
         with m.If(self.start):
-            m.d.sync += [row_addr.eq(self.addr), next_row.eq(self.addr + self.stride),
-                         stride.eq(self.stride), row_size.eq(self.row_bytes),
-                         limit.eq((1 << ADDR_BITS) - self.row_bytes), past.eq(0),
+            m.d.sync += [row_addr.eq(self.addr), row_start.eq(self.addr), seg.eq(0),
+                         stride.eq(self.stride), last_size.eq(self.row_bytes),
+                         seg_size.eq(self.seg_bytes), segs.eq(self.segs), past.eq(0),
                          self.rows_done.eq(0)]
-        # A new row may enter as the current one's last beat leaves: one row per beat.
+        # the segment after the current one: the next stored row's first, or the next of this
+        m.d.comb += [next_seg.eq(Mux(seg_last, row_start + stride, row_addr + seg_size)),
+                     next_is_last.eq(Mux(seg_last, segs == 1, seg + 2 == segs))]
+        size_now = Mux(seg_last, last_size, seg_size)
+        next_size = Mux(next_is_last, last_size, seg_size)
+        beyond = next_seg + next_size > (1 << ADDR_BITS)
+        # A new segment may enter as the current one's last beat leaves: one per beat.
         m.d.comb += self.i.ready.eq(~have | (req.ready & last_beat))
         m.d.comb += [
             req.valid.eq(sending),
@@ -211,21 +294,27 @@ class BeatSplitter(wiring.Component):
             req.payload.length.eq(Mux(last_beat, left, w)),
             req.payload.data.eq(buf.bit_select(offset * 8, 8 * w) if top > w else buf),
         ]
-        with m.If(have & ~sending):   # stopped before a row past the address space
+        with m.If(have & ~sending):   # stopped before a segment past the address space
             m.d.sync += self.error.eq(1)
         advancing = req.valid & req.ready & last_beat
-        beyond = next_row > limit
         with m.If(req.valid & req.ready):
             with m.If(last_beat):
-                m.d.sync += [have.eq(0), sending.eq(0), row_addr.eq(next_row),
-                             next_row.eq(next_row + stride), past.eq(beyond),
-                             self.rows_done.eq(self.rows_done + 1)]
+                m.d.sync += [have.eq(0), sending.eq(0), row_addr.eq(next_seg),
+                             past.eq(beyond)]
+                with m.If(seg_last):
+                    m.d.sync += [seg.eq(0), row_start.eq(row_start + stride),
+                                 self.rows_done.eq(self.rows_done + 1)]
+                with m.Else():
+                    m.d.sync += seg.eq(seg + 1)
             with m.Else():
                 m.d.sync += [offset.eq(offset + w), left.eq(left - w),
                              last_beat.eq(left - w <= w)]
+        # the size of the segment entering: the current index, or the next one's if the
+        # current leaves in this cycle
+        entering = Mux(advancing, next_size, size_now)
         with m.If(self.i.valid & self.i.ready):
-            m.d.sync += [buf.eq(self.i.payload), have.eq(1), offset.eq(0), left.eq(row_size),
-                         last_beat.eq(row_size <= w),
+            m.d.sync += [buf.eq(self.i.payload), have.eq(1), offset.eq(0), left.eq(entering),
+                         last_beat.eq(entering <= w),
                          sending.eq(~Mux(advancing, beyond, past))]
         return m
 
@@ -285,11 +374,17 @@ class StoreUnit(wiring.Component):
         needs_setup = Cat(*(sel for sel, stage in zip(selected, stages, strict=True)
                             if stage.setup_cycles)).any()
         set_up = Cat(*(~stage.select(cmd) | stage.set_up for stage in stages)).all()
+        gap = SoftmaxStage.gap(cfg)
+        assert gap < 1 << len(reader.gap)
         m.d.comb += [reader.start.eq(start), reader.first_row.eq(st.acc_row),
-                     reader.rows.eq(st.rows),
+                     reader.rows.eq(st.rows), reader.segs.eq(st.extra_segs + 1),
+                     reader.seg_stride.eq(st.seg_stride),
+                     reader.passes.eq(Mux(st.softmax, SoftmaxStage.PASSES, 1)),
+                     reader.gap.eq(Mux(st.softmax, gap, 0)),
                      splitter.start.eq(start), splitter.addr.eq(st.addr),
-                     splitter.stride.eq(st.stride),
-                     splitter.row_bytes.eq(Mux(st.requant, st.cols, st.cols * 4))]
+                     splitter.stride.eq(st.stride), splitter.segs.eq(st.extra_segs + 1),
+                     splitter.row_bytes.eq(Mux(st.requant, st.cols, st.cols * 4)),
+                     splitter.seg_bytes.eq(Mux(st.requant, c, c * 4))]
 
         with m.FSM(name="store") as fsm:
             with m.State("IDLE"):
@@ -325,7 +420,7 @@ class StoreUnit(wiring.Component):
         popped = Signal()   # (a row popped frees its place a cycle later: off the port's path)
         pop = rows_q.r_rdy & splitter.i.ready
         m.d.comb += reader.o.ready.eq(room & (stages[0].i.ready if stages else 1))
-        take = reader.o.valid & reader.o.ready
+        take = reader.o.valid & reader.o.ready & reader.o.payload.side.emit
         m.d.sync += [popped.eq(pop), pending.eq(pending + take - popped)]
         valid, payload = reader.o.valid & room, reader.o.payload
         for n, stage in enumerate(stages):

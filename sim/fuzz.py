@@ -38,7 +38,7 @@ __all__ = ["Case", "Outcome", "draw_cases", "load_reproducer", "run_cases", "wri
 MAX_CASE_BYTES = 1 << 18
 #: what a reproducer file says it is
 FORMAT = "tessera-fuzz-case/1"
-ILLEGAL = ("OPCODE", "SPAD", "OVERRUN", "EXTENT", "DEPS", "RANGE", "ALIGN", "STRIDE")
+ILLEGAL = ("OPCODE", "SPAD", "OVERRUN", "EXTENT", "DEPS", "RANGE", "ALIGN", "STRIDE", "MODE")
 
 
 @dataclass(frozen=True)
@@ -56,6 +56,7 @@ class Case:
     operands: str = "random"       # random | min | max | alternating | params (extreme requant)
     illegal: str | None = None     # an ErrorCode name: this instruction kind is planted ...
     illegal_at: int = 0            # ... at this index of the program
+    softmax_x0: int | None = None  # C's rows leave through the softmax stage with this x0
 
 
 @dataclass
@@ -73,7 +74,8 @@ class Outcome:
 
 
 def _operands(case: Case) -> GemmOperands:
-    ops = make_operands(case.m, case.k, case.n, seed=case.seed, requant=case.requant)
+    ops = make_operands(case.m, case.k, case.n, seed=case.seed, requant=case.requant,
+                        softmax=case.softmax_x0 is not None)
     gen = torch.Generator().manual_seed(case.seed + 1)
     if case.operands == "min":
         ops.a.fill_(-128)
@@ -104,7 +106,7 @@ def _golden(cfg: EngineConfig, case: Case, ops: GemmOperands) -> torch.Tensor:
         acc = golden_result(cfg, ops, False)
         return requantize(acc, ops.multiplier, ops.shift, bias=ops.bias,
                           zero_point=ops.zero_point, relu=True)
-    return golden_result(cfg, ops, case.requant)
+    return golden_result(cfg, ops, case.requant, case.softmax_x0)
 
 
 def _illegal_word(cfg: EngineConfig, kind: str, rng: random.Random) -> int:
@@ -123,11 +125,18 @@ def _illegal_word(cfg: EngineConfig, kind: str, rng: random.Random) -> int:
                               isa.Insn(Op.LOAD, {**load.args, "length": g.a_row_bytes + 1}),
                               isa.Insn(Op.STORE, {**store.args, "cols": cfg.cols + 1})]),
         "DEPS": isa.Insn(Op.LOAD, load.args, frozenset({"push_prev"})),
-        "RANGE": isa.config(0, 5, -5),
+        "RANGE": rng.choice([isa.config(0, 5, -5), isa.config_softmax(isa.X0_MIN - 1),
+                             isa.Insn(Op.CONFIG, {**isa.config_softmax(-1).args, "x0": 0})]),
         "ALIGN": isa.Insn(Op.LOAD, {**load.args, "spad": Spad.Q.value, "addr": 2,
                                     "length": 4}),
-        "STRIDE": isa.Insn(Op.STORE, {**store.args, "rows": 2, "cols": cfg.cols,
-                                      "requant": 1, "stride": cfg.cols - 1}),
+        "STRIDE": rng.choice([isa.Insn(Op.STORE, {**store.args, "rows": 2, "cols": cfg.cols,
+                                                  "requant": 1, "stride": cfg.cols - 1}),
+                              isa.Insn(Op.STORE, {**store.args, "rows": 2, "cols": 1,
+                                                  "requant": 1, "extra_segs": 1,
+                                                  "stride": cfg.cols})]),
+        "MODE": rng.choice([isa.Insn(Op.STORE, {**store.args, "softmax": 1}),
+                            isa.Insn(Op.STORE, {**store.args, "softmax": 1, "requant": 1,
+                                                "rows": min(cfg.rows + 1, g.acc_rows)})]),
     }[kind]
     return isa._pack(insn)
 
@@ -142,8 +151,10 @@ def _expected_code(cfg: EngineConfig, word: int) -> ErrorCode:
     raise AssertionError(f"an illegal word the assembler accepts: {word:#x}")
 
 
-def draw_cases(cfg: EngineConfig, count: int, seed: int = 0) -> list[Case]:
-    """``count`` cases for ``cfg``, the same ones for the same seed."""
+def draw_cases(cfg: EngineConfig, count: int, seed: int = 0, *,
+               softmax_only: bool = False) -> list[Case]:
+    """``count`` cases for ``cfg``, the same ones for the same seed; ``softmax_only``: every
+    one a GEMM whose rows leave through the softmax stage."""
     rng = random.Random(seed)
     r, c = cfg.rows, cfg.cols
     cases = []
@@ -158,20 +169,29 @@ def draw_cases(cfg: EngineConfig, count: int, seed: int = 0) -> list[Case]:
         m, n = dim(r), dim(c)
         k = rng.choice([rng.randint(1, 8), rng.randint(1, 3 * max(r, c) + 5),
                         rng.randint(1, 200), rng.randint(200, 2000)])
-        requant = rng.random() < 0.5
+        requant = softmax_only or rng.random() < 0.5
+        # a quarter of the requantized GEMMs run a softmax over C's rows (its logits use one
+        # scale; the extreme per-channel parameters do not apply)
+        softmax = softmax_only or requant and rng.random() < 0.25
+        x0 = rng.choice([-1, isa.X0_MIN, rng.randint(-400, -1), rng.randint(-40, -2)]) \
+            if softmax else None
         case = Case(m, k, n, seed=rng.getrandbits(31), requant=requant,
-                    relu=requant and rng.random() < 0.3,
+                    relu=requant and not softmax and rng.random() < 0.3,
                     stall=0 if rng.random() < 0.4 else rng.randint(1, 230),
                     operands=rng.choices(["random", "min", "max", "alternating", "params"],
-                                         [70, 5, 5, 5, 15 if requant else 0])[0])
+                                         [70, 5, 5, 5, 15 if requant and not softmax
+                                          else 0])[0],
+                    softmax_x0=x0)
         try:
             layout = check_gemm(cfg, m, k, n, requant)
         except PlanError:
             continue
         if layout.size + 2 * cfg.mem_bytes_per_cycle > MAX_CASE_BYTES or m * k * n > 2_000_000:
             continue
+        if softmax and not any(True for _ in blockings(cfg, m, k, n, True)):
+            continue   # whole rows of C do not fit the accumulator
         if rng.random() < 0.5:
-            options = sorted(blockings(cfg, m, k, n))
+            options = sorted(blockings(cfg, m, k, n, softmax))
             if options:
                 case = replace(case, blocking=rng.choice(options))
         if rng.random() < 0.05:
@@ -185,7 +205,8 @@ def draw_cases(cfg: EngineConfig, count: int, seed: int = 0) -> list[Case]:
 def _plan(cfg: EngineConfig, case: Case):
     ops = _operands(case)
     plan = plan_gemm(cfg, case.m, case.k, case.n, requant=case.requant, relu=case.relu,
-                     zero_point=ops.zero_point, blocking=case.blocking)
+                     zero_point=ops.zero_point, blocking=case.blocking,
+                     softmax_x0=case.softmax_x0)
     return ops, plan
 
 
@@ -334,16 +355,18 @@ def summarize(outcomes: list[Outcome], wall: float) -> dict[str, Any]:
 
 def campaign(cfg: EngineConfig, programs: int, *, seed: int = 0, jobs: int = 1,
              scheduler: Any = None, batch: int = 50, out: Path | None = None,
-             progress=None, coverage: bool = False) -> tuple[dict[str, Any], list[Path]]:
+             progress=None, coverage: bool = False,
+             softmax_only: bool = False) -> tuple[dict[str, Any], list[Path]]:
     """Draw ``programs`` cases, run them, write reproducers of the failures into ``out``.
     Returns the summary and the reproducer paths. ``coverage``: run on the coverage build
-    (slower; one batch per job) and add ``coverage``, per unit, to the summary."""
+    (slower; one batch per job) and add ``coverage``, per unit, to the summary.
+    ``softmax_only``: every program a GEMM with the softmax stage on its rows."""
     from tessera.parallel import run_batches
 
     from .build import build
     from .coverage import summarize as summarize_coverage
 
-    cases = draw_cases(cfg, programs, seed)
+    cases = draw_cases(cfg, programs, seed, softmax_only=softmax_only)
     outcomes: list[Outcome] = []
     counts: dict[str, int] = {}
     t0 = time.perf_counter()

@@ -38,7 +38,8 @@ class RegressionResult:
     #: the FST waveform of the run, when it recorded one
     waves: Path | None = None
     #: "tiles": the cocotb tile regression; "programs": random GEMM programs on the whole
-    #: engine (``sim.fuzz``, native), every element and every cycle count checked
+    #: engine (``sim.fuzz``, native), every element and every cycle count checked;
+    #: "softmax": random GEMMs whose rows leave through the softmax stage, the same way
     kind: str = "tiles"
 
     @property
@@ -141,16 +142,18 @@ def run_regression(config: EngineConfig, *, pattern: str | None = None, seed: in
 
 
 def run_program_row(config: EngineConfig, programs: int, *, seed: int = 1,
-                    build_root: Path | None = None) -> RegressionResult:
+                    build_root: Path | None = None,
+                    softmax_only: bool = False) -> RegressionResult:
     """``programs`` random GEMM programs (``sim.fuzz``) on the whole engine, native: every
     element against the golden and every cycle count against the model. A failing program is
-    written as a reproducer under ``build/fuzz/``; its path is the failure's name."""
+    written as a reproducer under ``build/fuzz/``; its path is the failure's name.
+    ``softmax_only``: GEMMs whose rows leave through the softmax stage (kind "softmax")."""
     from .fuzz import campaign
 
-    result = RegressionResult(config=config, kind="programs")
+    result = RegressionResult(config=config, kind="softmax" if softmax_only else "programs")
     t0 = time.perf_counter()
     try:
-        summary, failures = campaign(config, programs, seed=seed,
+        summary, failures = campaign(config, programs, seed=seed, softmax_only=softmax_only,
                                      out=ROOT / "build" / "fuzz" / config.label.replace(" ", "-"))
     except RuntimeError as e:
         result.error = str(e)
@@ -169,6 +172,8 @@ def _config_rows(config: EngineConfig, programs: int, kwargs: dict) -> list[Regr
     rows = [run_regression(config, **kwargs)]
     if programs:
         rows.append(run_program_row(config, programs, seed=kwargs.get("seed", 1)))
+        rows.append(run_program_row(config, max(1, programs // 2), seed=kwargs.get("seed", 1),
+                                    softmax_only=True))
     return rows
 
 

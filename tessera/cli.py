@@ -96,10 +96,11 @@ def _cmd_sim(args: argparse.Namespace, config: EngineConfig) -> int:
             console.print(f"{r.config.label:<24} {r.passed}/{r.tests} {unit} {mark} "
                           f"(build {r.build_seconds:.1f} s, run {r.run_seconds:.1f} s)"
                           + (f"\n  waveform: {r.waves}" if r.waves else ""))
-            status.update(f"{len(results)}/{len(configs) * (2 if args.programs else 1)} "
+            status.update(f"{len(results)}/{len(configs) * (3 if args.programs else 1)} "
                           f"runs done...")
     order = {c.key: i for i, c in enumerate(configs)}
-    results.sort(key=lambda r: (order[r.config.key], r.kind != "tiles"))
+    kinds = ("tiles", "programs", "softmax")
+    results.sort(key=lambda r: (order[r.config.key], kinds.index(r.kind)))
     if args.json:
         print(json.dumps([r.to_dict() for r in results], indent=2))
     else:
@@ -111,7 +112,8 @@ def _cmd_sim(args: argparse.Namespace, config: EngineConfig) -> int:
                              no_wrap=True)
         for r in results:
             style = None if r.ok else "bold red"
-            run = "tiles" if r.kind == "tiles" else "GEMM programs"
+            run = {"tiles": "tiles", "programs": "GEMM programs",
+                   "softmax": "softmax GEMMs"}[r.kind]
             table.add_row(r.config.label, run, str(r.tests), str(r.passed), f"{r.elements:,}",
                           f"{r.cycles:,}", f"{r.build_seconds + r.run_seconds:.1f}", style=style)
         console.print(table)
@@ -148,8 +150,9 @@ def _cmd_cosim(args: argparse.Namespace, config: EngineConfig) -> int:
     try:
         with RunProgress(f"gemm {args.m}x{args.k}x{args.n} on {config.label}") as progress:
             result = cosim_gemm(config, args.m, args.k, args.n, seed=args.seed,
-                                requant=args.requant, stall=args.stall, waves=waves,
-                                progress=progress, backend=args.backend)
+                                requant=args.requant or args.softmax is not None,
+                                stall=args.stall, waves=waves, progress=progress,
+                                backend=args.backend, softmax_x0=args.softmax)
     except PlanError as e:
         print(f"tessera: error: {e}", file=sys.stderr)
         return 2
@@ -158,6 +161,8 @@ def _cmd_cosim(args: argparse.Namespace, config: EngineConfig) -> int:
     else:
         verdict = _verdict(result)
         kind = "int8 (requantized)" if args.requant else "int32"
+        if args.softmax is not None:
+            kind = f"Shiftmax over each row (x0 = {args.softmax}, int8 probabilities)"
         print(f"gemm {args.m}x{args.k}x{args.n} on {config.label}, {kind} output: {verdict}")
         c = result["counters"]
         print(f"  cycles {result['cycles']:,} (mapper predicted {result['predicted_cycles']:,}, "
@@ -197,7 +202,9 @@ def _cmd_cosim_op(args: argparse.Namespace, config: EngineConfig) -> int:
         return 2
     if args.op is None:
         for row in rows.values():
-            where = "RTL" if row.gemm else "no RTL unit yet (modeled)"
+            where = ("RTL" + (" (with the softmax stage)" if "softmax_x0" in row.gemm else "")
+                     if row.gemm else row.why if row.verified == "rtl-model"
+                     else "no RTL unit yet (modeled)")
             print(f"{row.name:<28} {row.kind:<12} {row.shape:<16} {where}")
         return 0
     row = rows.get(args.op)
@@ -205,10 +212,14 @@ def _cmd_cosim_op(args: argparse.Namespace, config: EngineConfig) -> int:
         print(f"tessera: error: {args.model} has no op {args.op!r}; run `tessera cosim op "
               f"{args.model}` to list them", file=sys.stderr)
         return 2
+    if row.gemm is None and row.verified == "rtl-model":
+        print(f"tessera: error: op {args.op} ({row.kind}) has no program of its own: it is "
+              f"{row.why}; run that op", file=sys.stderr)
+        return 2
     if row.gemm is None:
         print(f"tessera: error: op {args.op} is a {row.kind}, which runs on the modeled "
-              f"vector unit; only GEMM-like ops (linear, conv, matmul, sign_matmul) have RTL",
-              file=sys.stderr)
+              f"vector unit; only GEMM-like ops (linear, conv, matmul, sign_matmul) and the "
+              f"softmax fused into attention's Q K^T have RTL", file=sys.stderr)
         return 2
     from mapping.progress import RunProgress
     from sim.cosim import cosim_gemm
@@ -217,7 +228,8 @@ def _cmd_cosim_op(args: argparse.Namespace, config: EngineConfig) -> int:
     with RunProgress(f"{args.model} {row.name} on {config.label}") as progress:
         result = cosim_gemm(config, g["m"], g["k"], g["n"], seed=args.seed,
                             requant=g["requant"], progress=progress, backend=args.backend,
-                            waves=_waves_path(args, f"{args.model}-{row.name}", config))
+                            waves=_waves_path(args, f"{args.model}-{row.name}", config),
+                            softmax_x0=g.get("softmax_x0"))
     result["op"] = row.name
     result["kind"] = row.kind
     result["count"] = row.count
@@ -299,6 +311,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="requantize to int8 with per-channel parameters (else int32 output)")
     q.add_argument("--stall", type=int, default=0,
                    help="memory refuses requests at random, chance out of 256")
+    q.add_argument("--softmax", type=int, default=None, metavar="X0",
+                   help="attention logits: requantize C with one scale and run I-ViT's "
+                        "Shiftmax over each whole row on the engine's softmax stage, with "
+                        "x0 = floor(-1 / scale of the logits) = X0 (-1 .. -65535)")
     q.add_argument("--waves", action="store_true",
                    help="record a waveform, FST (VCD where Verilator's FST writer does not "
                         "compile); a build of its own; the path is printed")

@@ -238,6 +238,16 @@ def _bad_instructions():
         (isa.config(zero_point=128), ErrorCode.RANGE),
         (isa.config(qmin=-129), ErrorCode.RANGE),
         (isa.config(qmin=5, qmax=4), ErrorCode.RANGE),
+        # several segments a row: the accumulator span, the row's width, its first segment
+        (with_(store, extra_segs=2, seg_stride=g.acc_rows // 2), ErrorCode.OVERRUN),
+        (with_(store, extra_segs=2, seg_stride=2, stride=14), ErrorCode.STRIDE),
+        (with_(store, extra_segs=1, addr=(1 << 32) - 4), ErrorCode.ADDRESS),
+        (with_(raw, extra_segs=1, stride=36), ErrorCode.STRIDE),
+        # softmax: int8 logits only, at most the array's rows; x0 in range
+        (with_(raw, softmax=1), ErrorCode.MODE),
+        (with_(store, softmax=1, rows=CFG.rows + 1), ErrorCode.MODE),
+        (isa.config_softmax(0), ErrorCode.RANGE),
+        (isa.config_softmax(isa.X0_MIN - 1), ErrorCode.RANGE),
     ]
 
 
@@ -735,12 +745,13 @@ def test_a_post_op_stage_takes_its_stated_setup_and_latency_or_none_when_not_sel
             n = cycle - 10
             ctx.set(stage.i.valid, 0 <= n < len(rows))
             if 0 <= n < len(rows):
-                ctx.set(stage.i.payload, {"data": rows[n], "first": n == 0,
-                                          "last": n == len(rows) - 1})
+                ctx.set(stage.i.payload, {"data": rows[n],
+                                          "side": {"first": n == 0, "last": n == len(rows) - 1,
+                                                   "row": n % cfg.rows, "emit": 1}})
             if ctx.get(stage.o.valid):
                 p = ctx.get(stage.o.payload)
                 seen.setdefault("out", []).append((cycle, [int(v) for v in p.data],
-                                                   p.first, p.last))
+                                                   p.side.first, p.side.last))
             await ctx.tick()
 
     simulate(m, tb)

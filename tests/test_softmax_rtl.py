@@ -1,0 +1,142 @@
+"""The softmax stage on the engine: a GEMM whose rows leave through Shiftmax, on the generated
+RTL under Verilator, every element against ``golden.nonlinear.shiftmax_x0`` of the requantized
+logits and every cycle against the model. The engine-level cases carry the ``sim`` marker."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from golden import quantize_multiplier, requantize
+from golden.nonlinear import shiftmax_x0
+from mapping.gemm import PlanError, plan_gemm
+from mapping.operands import GemmOperands, memory_image, read_result
+from mapping.program import program_cycles
+from rtl import isa
+from rtl.config import EngineConfig
+from rtl.engine import EngineTiming
+from rtl.isa import AsmError, ErrorCode
+from rtl.softmax import SoftmaxStage
+from sim.cosim import Job, cosim_gemms, run_programs
+
+# the small engine of tests/test_engine_sim.py (cols = 5: rows of logits are never a whole
+# number of segments by accident); its Verilator builds are shared
+OS = EngineConfig(rows=3, cols=5, dataflow="os", spad_kib=4, acc_kib=4, mem_bytes_per_cycle=8,
+                  mem_latency=4)
+WS = dataclasses.replace(OS, dataflow="ws")
+
+
+@pytest.mark.sim
+@pytest.mark.parametrize("cfg", [OS, WS], ids=["os", "ws"])
+def test_softmax_gemms_are_bit_exact_in_the_predicted_cycles(cfg):
+    # (m, k, n, seed, requant, stall, x0): rows of 1, of one segment, one past it, of several
+    # with a partial last; more rows than the array; a stalling memory
+    cases = [(4, 9, 1, 1, True, 0, -1), (3, 16, 5, 2, True, 0, -12), (7, 8, 6, 3, True, 0, -5),
+             (5, 24, 14, 4, True, 40, -20), (8, 5, 23, 5, True, 0, -300),
+             (2, 40, 11, 6, True, 200, -7)]
+    for r in cosim_gemms(cfg, cases):
+        assert r["bit_exact"], r
+        assert r["cycles"] == r["predicted_cycles"], r
+
+
+def _logit_program(cfg: EngineConfig, logits: torch.Tensor, x0: int):
+    """A softmax GEMM whose requantized logits are ``logits`` exactly: A = I, B = logits,
+    multiplier 1."""
+    m, n = logits.shape
+    mult, shift = quantize_multiplier(1.0)
+    ops = GemmOperands(torch.eye(m, dtype=torch.int64), logits.to(torch.int64),
+                       bias=torch.zeros(n, dtype=torch.int64),
+                       multiplier=torch.full((n,), mult, dtype=torch.int64),
+                       shift=torch.full((n,), shift, dtype=torch.int64))
+    plan = plan_gemm(cfg, m, m, n, requant=True, softmax_x0=x0)
+    acc = ops.a @ ops.b
+    assert torch.equal(requantize(acc, ops.multiplier, ops.shift, bias=ops.bias), logits)
+    return plan, ops
+
+
+@pytest.mark.sim
+def test_softmax_extremes_on_the_engine():
+    gen = torch.Generator().manual_seed(9)
+    n = 12
+    rows = [torch.zeros(n), torch.full((n,), -128.0), torch.full((n,), 127.0),
+            torch.cat([torch.full((n - 1,), -128.0), torch.tensor([127.0])]),
+            torch.cat([torch.tensor([127.0]), torch.full((n - 1,), 126.0)]),
+            torch.randint(-128, 128, (n,), generator=gen).float(),
+            torch.randint(-3, 3, (n,), generator=gen).float()]
+    logits = torch.stack(rows).to(torch.int64)
+    jobs, expected = [], []
+    for x0 in (-1, -40, isa.X0_MIN):
+        plan, ops = _logit_program(OS, logits, x0)
+        words = isa.assemble(plan.program, OS)
+        predicted = program_cycles(OS, plan.program).cycles
+        jobs.append((plan, predicted, Job(words, memory_image(plan, ops),
+                                          [(plan.layout.c_addr, logits.shape[0] * n)],
+                                          timeout_cycles=2 * predicted + 1000)))
+        expected.append(shiftmax_x0(logits, x0))
+    runs = run_programs(OS, [j[2] for j in jobs])
+    for (plan, predicted, _), run, want in zip(jobs, runs, expected, strict=True):
+        assert run.error is None
+        got = read_result(plan, run.regions[0])
+        assert torch.equal(got, want), (got, want)
+        assert run.cycles == predicted
+    # the extremes mean what they should: uniform rows; one winner that takes everything
+    # when the others are far below it (x0 = -1: logits at scale 1)
+    for want in expected:
+        assert len(set(want[0].tolist())) == 1 and len(set(want[1].tolist())) == 1
+        assert int(want.min()) >= 0 and int(want.max()) <= 127
+    assert int(expected[0][3, -1]) == 127 and int(expected[0][3, :-1].sum()) == 0
+
+
+def test_softmax_store_timing_counts_its_three_passes():
+    for cfg in (OS, WS):
+        t = EngineTiming(cfg).store
+        plain = isa.store(0, 3, 5, 0, 64, True, segs=4, seg_stride=3)
+        soft = isa.store(0, 3, 5, 0, 64, True, segs=4, seg_stride=3, softmax=True)
+        # two passes of 3 rows x 4 segments read ahead, the gap, and the stage's latency
+        assert t.request_delay(soft) - t.request_delay(plain) == \
+            2 * 12 + SoftmaxStage.gap(cfg) + SoftmaxStage.latency
+        assert t.beats(soft) == t.beats(plain) == 3 * 4
+    assert SoftmaxStage.latency == SoftmaxStage.FRONT + SoftmaxStage.exp_latency() + \
+        SoftmaxStage.BACK
+
+
+@pytest.mark.parametrize("insn, code, message", [
+    (isa.store(0, 1, 5, 0, 5, False, softmax=True), ErrorCode.MODE, "requant must be set"),
+    (isa.store(0, 4, 5, 0, 5, True, softmax=True), ErrorCode.MODE, "at most 3 rows"),
+    (isa.config_softmax(0), ErrorCode.RANGE, "outside"),
+    (isa.config_softmax(isa.X0_MIN - 1), ErrorCode.RANGE, "outside"),
+    (isa.store(0, 3, 5, 0, 9, True, segs=2, seg_stride=3), ErrorCode.STRIDE, "shorter"),
+    (isa.store(0, 3, 5, 0, 64, True, segs=3, seg_stride=200), ErrorCode.OVERRUN, "overrun"),
+])
+def test_bad_softmax_instructions_are_named(insn, code, message):
+    with pytest.raises(AsmError, match=message) as err:
+        isa.check(insn, OS)
+    assert err.value.code == code
+
+
+@pytest.mark.parametrize("cfg", [OS, WS, dataclasses.replace(OS, rows=4, cols=4)],
+                         ids=["os", "ws", "4x4"])
+def test_the_piecewise_model_of_a_softmax_gemm_equals_its_whole_program(cfg):
+    # the blocking search costs programs piece by piece; plan_gemm's program replays whole
+    from mapping.gemm import Schedule
+
+    for m, k, n in [(16, 64, 16), (7, 9, 23), (30, 5, 11), (3, 200, 4)]:
+        plan = plan_gemm(cfg, m, k, n, requant=True, softmax_x0=-9)
+        assert Schedule(plan).timing().cycles == program_cycles(cfg, plan.program).cycles \
+            == plan.estimate
+
+
+def test_a_softmax_gemm_needs_whole_rows_in_the_accumulator():
+    with pytest.raises(PlanError, match="requant must be set"):
+        plan_gemm(OS, 4, 4, 4, softmax_x0=-3)
+    with pytest.raises(PlanError, match="x0 must be"):
+        plan_gemm(OS, 4, 4, 4, requant=True, softmax_x0=0)
+    # 4 KiB of accumulator, 5 int32 lanes a row: 204 rows, 102 a half; 35 tiles of 3 rows do
+    # not fit in it
+    with pytest.raises(PlanError, match="softmax over rows of 175"):
+        plan_gemm(OS, 4, 4, 175, requant=True, softmax_x0=-3)
+    plan = plan_gemm(OS, 4, 4, 30, requant=True, softmax_x0=-3)
+    stores = [i for i in plan.program if i.op == isa.Op.STORE]
+    assert all(i.args["softmax"] and i.args["extra_segs"] == 5 for i in stores)
