@@ -88,6 +88,8 @@ class GemmPlan:
     relu: bool = False
     #: Shiftmax's x0 when the stores run a softmax over each whole row of C (None: none)
     softmax_x0: int | None = None
+    #: the softmax masks element j of row i unless j <= i (causal attention)
+    softmax_causal: bool = False
 
     @property
     def softmax(self) -> bool:
@@ -205,12 +207,13 @@ def check_gemm(cfg: EngineConfig, m: int, k: int, n: int, requant: bool) -> Gemm
 def plan_gemm(cfg: EngineConfig, m: int, k: int, n: int, *, requant: bool = False,
               zero_point: int = 0, relu: bool = False,
               blocking: tuple[int, int, int] | None = None,
-              softmax_x0: int | None = None) -> GemmPlan:
+              softmax_x0: int | None = None, softmax_causal: bool = False) -> GemmPlan:
     """Schedule ``C[M x N] = A[M x K] @ B[K x N]`` on ``cfg``; returns program and layout.
 
     ``blocking`` forces (mb, nb, kc) instead of searching (os: mb, nb in array tiles; ws: mb is
     rows of A per group). ``softmax_x0``: C's rows leave through the softmax stage (Shiftmax of
-    the requantized logits with this x0; ``requant`` must be set, and a group holds whole rows).
+    the requantized logits with this x0; ``requant`` must be set, and a group holds whole rows);
+    ``softmax_causal``: element j of row i takes part only if j <= i.
     Raises :class:`PlanError` for shapes this engine cannot hold.
     """
     from .program import program_cycles
@@ -223,12 +226,14 @@ def plan_gemm(cfg: EngineConfig, m: int, k: int, n: int, *, requant: bool = Fals
                 or not isa.X0_MIN <= softmax_x0 <= -1:
             raise PlanError(f"softmax x0 must be an integer in [{isa.X0_MIN}, -1], not "
                             f"{softmax_x0!r}")
+    if softmax_causal and not softmax:
+        raise PlanError("a causal mask is for a softmax: give softmax_x0 too")
     if blocking is None:
         blocking = search_blocking(cfg, m, k, n, requant, softmax=softmax).blocking
     layout = check_gemm(cfg, m, k, n, requant)
     plan = GemmPlan(config=cfg, m=m, k=k, n=n, requant=requant, mb=blocking[0],
                     nb=blocking[1], kc=blocking[2], layout=layout, zero_point=zero_point,
-                    relu=relu, softmax_x0=softmax_x0)
+                    relu=relu, softmax_x0=softmax_x0, softmax_causal=softmax_causal)
     if softmax and plan.nb != -(-n // cfg.cols):
         raise PlanError(f"a softmax GEMM's groups must hold whole rows: nb must be "
                         f"{-(-n // cfg.cols)} tiles, not {plan.nb}")
@@ -680,14 +685,16 @@ class Schedule:
                 i0 = ti * r
                 stores.append(isa.store(acc_base + x * nt * r, min(r, m - i0), last,
                                         lay.c_addr + i0 * lay.ldc, lay.ldc, True, q_row=q_row,
-                                        segs=nt, seg_stride=r, softmax=True))
+                                        segs=nt, seg_stride=r, softmax=True,
+                                        causal=plan.softmax_causal, mask_row=i0))
         else:
             ml = min(plan.mb, m - gm)
             for i in range(0, ml, r):
                 stores.append(isa.store(acc_base + i, min(r, ml - i), last,
                                         lay.c_addr + (gm + i) * lay.ldc, lay.ldc, True,
                                         q_row=q_row, segs=nt, seg_stride=plan.mb,
-                                        softmax=True))
+                                        softmax=True, causal=plan.softmax_causal,
+                                        mask_row=gm + i))
         return stores
 
     def timing(self, ideal_memory: bool = False):

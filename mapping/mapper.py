@@ -7,11 +7,11 @@ program cycle model (whose per-instruction timing equals the RTL's); these rows 
 scratchpad holds N's channels, else stored as int32.
 
 Attention's softmax runs on the engine's softmax stage, fused into the stores of ``Q K^T``
-(:mod:`rtl.softmax`; its ``1/sqrt(d)`` scale folds into that GEMM's requantization): the GEMM
-row is costed with the stage's three passes by the same program model, and the scale and
-softmax rows carry no cycles of their own (``verified: rtl-model``, ``why`` names the GEMM). A
-causal softmax (GPT-2: the stage has no mask yet), or one whose rows of scores do not fit the
-accumulator whole, stays modeled.
+(:mod:`rtl.softmax`, GPT-2's causal mask included; its ``1/sqrt(d)`` scale folds into that
+GEMM's requantization): the GEMM row is costed with the stage's three passes by the same program
+model, and the scale and softmax rows carry no cycles of their own (``verified: rtl-model``,
+``why`` names the GEMM). A softmax whose rows of scores do not fit the accumulator whole stays
+modeled.
 
 The rest of the vector unit is not built yet. LayerNorm, GELU, residual adds, EcoFormer's
 hashing steps, division and depthwise convolution are given an explicit *modeled* cost (marked
@@ -144,7 +144,7 @@ def _gemm_energy(g: GemmCost, energy: EnergyTable, sign: bool = False) -> float:
 
 
 def _gemm_row(cfg: EngineConfig, op: Op, energy: EnergyTable, ideal: bool,
-              softmax: bool = False) -> OpCost:
+              softmax: bool = False, causal: bool = False) -> OpCost:
     requant = softmax or _requant_fits(cfg, op.n)
     try:
         g = gemm_cost(cfg, op.m, op.k, op.n, requant=requant, ideal_memory=ideal,
@@ -161,7 +161,7 @@ def _gemm_row(cfg: EngineConfig, op: Op, energy: EnergyTable, ideal: bool,
                   verified="rtl-model", blocking=g.blocking, stage=op.stage, why=g.why,
                   gemm={"m": op.m, "k": op.k, "n": op.n, "requant": requant,
                         "cycles": g.cycles,
-                        **({"softmax_x0": SOFTMAX_X0} if softmax else {})})
+                        **({"softmax_x0": SOFTMAX_X0, "causal": causal} if softmax else {})})
 
 
 #: the x0 ``tessera cosim op`` runs a fused softmax with (logits at a scale of 1/20: +-6.4)
@@ -176,7 +176,7 @@ def _fusable_softmax(ops: list[Op], i: int) -> bool:
         return False
     qk, scale, soft = ops[i], ops[i + 1], ops[i + 2]
     return (qk.kind == "matmul" and scale.kind == "scale" and soft.kind == "softmax"
-            and not soft.causal and scale.elements == soft.elements == qk.m * qk.n
+            and scale.elements == soft.elements == qk.m * qk.n
             and qk.count == scale.count == soft.count)
 
 
@@ -231,7 +231,8 @@ def map_workload(workload: Workload, cfg: EngineConfig, *, ideal_memory: bool = 
             row = fused.pop(i)
         elif _fusable_softmax(ops, i):
             try:
-                row = _gemm_row(cfg, op, energy, ideal_memory, softmax=True)
+                row = _gemm_row(cfg, op, energy, ideal_memory, softmax=True,
+                                causal=ops[i + 2].causal)
             except WorkloadError:   # whole rows of scores do not fit: the modeled unit
                 row = _gemm_row(cfg, op, energy, ideal_memory)
             else:

@@ -61,14 +61,20 @@ def make_operands(m: int, k: int, n: int, *, seed: int, requant: bool,
 
 
 def golden_result(cfg: EngineConfig, ops: GemmOperands, requant: bool,
-                  softmax_x0: int | None = None) -> torch.Tensor:
+                  softmax_x0: int | None = None, causal: bool = False) -> torch.Tensor:
+    """What the engine must produce: C (int32), requantized, or its rows through Shiftmax
+    with ``softmax_x0`` (``causal``: element j of row i only if j <= i)."""
     acc = gemm_int(ops.a, ops.b, in_bits=8, acc_bits=cfg.acc_bits)
     if not requant:
         return acc
     out = requantize(acc, ops.multiplier, ops.shift, bias=ops.bias, zero_point=ops.zero_point)
     if softmax_x0 is None:
         return out
-    return shiftmax_x0(out, softmax_x0)
+    mask = None
+    if causal:
+        m, n = out.shape
+        mask = torch.arange(n)[None, :] <= torch.arange(m)[:, None]
+    return shiftmax_x0(out, softmax_x0, mask=mask)
 
 
 def memory_image(plan: GemmPlan, ops: GemmOperands) -> bytes:

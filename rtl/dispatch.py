@@ -253,7 +253,8 @@ class Dispatcher(wiring.Component):
                         first_bytes = Mux(st.extra_segs == 0, last_bytes, seg_bytes)
                         several = st.rows > 1
                         past = (st.addr + (first_bytes - 1))[ADDR_BITS] & (first_bytes != 0)
-                        with m.If(st.softmax & (~st.requant | (st.rows > cfg.rows))):
+                        with m.If(st.softmax & (~st.requant | (st.rows > cfg.rows))
+                                  | st.causal & ~st.softmax):
                             m.d.comb += late.eq(ErrorCode.MODE)
                         with m.Elif(~st.requant & (misaligned(st.addr)
                                                    | several & misaligned(st.stride))):

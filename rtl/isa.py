@@ -117,7 +117,8 @@ class ErrorCode(enum.Enum, shape=4):
     ALIGN = 7      # an int32 transfer (Q load, raw store) not on a 4-byte boundary
     STRIDE = 8     # a store whose rows would overwrite each other (stride < row bytes)
     ADDRESS = 9    # a transfer that runs past the 32-bit address space (found as it runs)
-    MODE = 10      # a softmax STORE without requant, or of more rows than the array has
+    MODE = 10      # a softmax STORE without requant or of more rows than the array has; causal
+                   # without softmax
 
 
 deps_layout = data.StructLayout({
@@ -153,6 +154,8 @@ store_layout = data.StructLayout({
                             # rows (seg_stride apart) written side by side in memory
     "seg_stride": ROW_BITS,  # accumulator rows between a row's segments
     "softmax": 1,           # Shiftmax over each whole row (rtl/softmax.py; requant must be set)
+    "causal": 1,            # softmax: element j of row r takes part only if j <= mask_row + r
+    "mask_row": ROW_BITS,   # causal: the query index of the store's first row
 })
 
 config_layout = data.StructLayout({
@@ -307,12 +310,14 @@ def compute(a_row: int, b_row: int, acc_row: int, extent: int, accumulate: bool,
 
 def store(acc_row: int, rows: int, cols: int, addr: int, stride: int, requant: bool,
           *deps: str, q_row: int = 0, segs: int = 1, seg_stride: int = 0,
-          softmax: bool = False) -> Insn:
+          softmax: bool = False, causal: bool = False, mask_row: int = 0) -> Insn:
     """A STORE; ``segs`` accumulator rows ``seg_stride`` apart make one stored row (the
-    last segment ``cols`` wide, the others the array's width)."""
+    last segment ``cols`` wide, the others the array's width); ``causal`` masks a softmax
+    store's row ``r`` to its elements ``j <= mask_row + r``."""
     return Insn(Op.STORE, dict(acc_row=acc_row, rows=rows, cols=cols, addr=addr, stride=stride,
                                requant=int(requant), q_row=q_row, extra_segs=segs - 1,
-                               seg_stride=seg_stride, softmax=int(softmax)), frozenset(deps))
+                               seg_stride=seg_stride, softmax=int(softmax),
+                               causal=int(causal), mask_row=mask_row), frozenset(deps))
 
 
 def config(zero_point: int = 0, qmin: int = -128, qmax: int = 127, relu: bool = False) -> Insn:
@@ -399,6 +404,8 @@ def check(insn: Insn, cfg: EngineConfig, where: str = "") -> None:
         if a["softmax"] and not a["requant"]:
             raise AsmError(f"{at}a softmax store takes int8 logits: requant must be set",
                            ErrorCode.MODE)
+        if a.get("causal", 0) and not a["softmax"]:
+            raise AsmError(f"{at}causal masks a softmax: softmax must be set", ErrorCode.MODE)
         if a["softmax"] and a["rows"] > cfg.rows:
             raise AsmError(f"{at}a softmax store keeps statistics for at most {cfg.rows} rows "
                            f"(the array's), not {a['rows']}", ErrorCode.MODE)

@@ -37,7 +37,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from .config import EngineConfig
-from .isa import Q_BLOCK, Insn, config_layout, store_layout
+from .isa import Q_BLOCK, SEG_BITS, Insn, config_layout, store_layout
 from .memory import engine_memories
 from .requant import Requantizer
 
@@ -58,7 +58,8 @@ def side_layout(config: EngineConfig) -> data.StructLayout:
         "seg_last": 1,    # its last segment
         "pass_": 2,       # which pass over the instruction's rows (a softmax makes three)
         "emit": 1,        # the row goes to memory (the rows of the last pass)
-        "row": range(max(config.rows, 2)),   # the stored row's index, modulo the array's rows
+        "row": range(max(config.rows, 2)),   # the stored row's index (its low bits)
+        "seg": SEG_BITS + 1,                 # the segment's index in its stored row
     })
 
 

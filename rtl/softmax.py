@@ -6,7 +6,8 @@ a stored row is ``1 + extra_segs`` accumulator rows (segments) side by side, so 
 the array are reduced whole. Per stored row ``r`` (at most the array's ``rows`` rows per STORE):
 
 * pass 0: ``max[r]`` = the largest logit over the row's valid lanes (the last segment has
-  ``cols`` of them, the others all);
+  ``cols`` of them, the others all; with ``causal``, element ``j`` of row ``r`` only if
+  ``j <= mask_row + r``: masked elements take no part and store 0);
 * pass 1: ``sum[r]`` = the sum of ``shift_exp(x - max[r])`` over the row (``rtl/shiftexp.py``),
   clamped to ``2**31 - 1``; after the pass's last row, ``factor[r] = (2**31 - 1) // sum[r]``, one
   row per cycle through a pipelined divider (``rtl/divider.py``);
@@ -31,7 +32,7 @@ from amaranth.lib import data
 
 from .config import EngineConfig
 from .divider import PipelinedDivider, pipelined_divider_latency
-from .isa import Insn
+from .isa import ROW_BITS, SEG_BITS, Insn
 from .postops import Stage, side_layout, stage_signature
 from .shiftexp import ShiftExp, shift_exp_latency
 
@@ -113,12 +114,17 @@ class SoftmaxStage(Stage):
         a_x = Signal(data.ArrayLayout(signed(9), c))
         a_keep = Signal(c)
         a_last_row = Signal()
+        # causal: lane j of segment t of row r takes part if t c + j <= mask_row + r, that
+        # is if j <= reach = mask_row + r - t c (one subtraction a row, a compare a lane)
+        reach = Signal(signed(ROW_BITS + SEG_BITS + c.bit_length() + 3))
+        m.d.comb += reach.eq(self.cmd.mask_row + p.side.row - p.side.seg * c)
         with m.If(en):
             m.d.sync += [a_valid.eq(self.i.valid & self.select(self.cmd)), a_side.eq(p.side),
                          a_last_row.eq(p.side.row == self.cmd.rows - 1)]
             for j in range(c):
                 m.d.sync += [a_x[j].eq(p.data[j]),
-                             a_keep[j].eq(~p.side.seg_last | (j < self.cmd.cols))]
+                             a_keep[j].eq((~p.side.seg_last | (j < self.cmd.cols))
+                                          & (~self.cmd.causal | (reach >= j)))]
 
         # -- lane max (masked lanes lowest)
         b_valid, b_side, b_last_row = Signal(), Signal(side_l), Signal()

@@ -193,7 +193,7 @@ class AccReader(wiring.Component):
         m.d.comb += [now.first.eq((p == 0) & (r == 0) & (t == 0)),
                      now.last.eq(pass_last & row_last & seg_last),
                      now.seg_first.eq(t == 0), now.seg_last.eq(seg_last), now.pass_.eq(p),
-                     now.emit.eq(pass_last), now.row.eq(r)]
+                     now.emit.eq(pass_last), now.row.eq(r), now.seg.eq(t)]
         m.d.comb += [rd.addr.eq(addr), rd.en.eq(advance)]
         with m.If(~self.start & (wait != 0)):
             m.d.sync += wait.eq(wait - 1)

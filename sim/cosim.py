@@ -195,11 +195,12 @@ def cosim_gemm(cfg: EngineConfig, m: int, k: int, n: int, *, seed: int = 0,
                min_mem_words: int = 4096, waves: Path | None = None,
                backend: str = "native",
                progress: Callable[[int, int, int], None] | None = None,
-               softmax_x0: int | None = None) -> dict:
+               softmax_x0: int | None = None, causal: bool = False) -> dict:
     """Schedule, run and check one GEMM; the dict has ``bit_exact``, ``cycles``, ``macs``,
     ``utilization`` (MACs / (rows x cols x cycles)) and the engine's counters (and ``waves``,
     the FST file, when asked for). ``softmax_x0``: C's rows leave through the softmax stage."""
-    case = (m, k, n, seed, requant, stall) + ((softmax_x0,) if softmax_x0 is not None else ())
+    case = (m, k, n, seed, requant, stall) + ((softmax_x0, causal) if softmax_x0 is not None
+                                               else ())
     result = cosim_gemms(cfg, [case], build_root=build_root,
                          min_mem_words=min_mem_words, waves=waves, backend=backend,
                          progress=progress)[0]
@@ -214,11 +215,12 @@ def cosim_gemms(cfg: EngineConfig, cases: list[tuple[int, int, int, int, bool, i
                 progress: Callable[[int, int, int], None] | None = None) -> list[dict]:
     """Several GEMMs ``(m, k, n, seed, requant, stall)`` in one simulator process; a seventh
     element, Shiftmax's ``x0``, runs the softmax stage over C's rows (logits requantized with
-    one scale)."""
+    one scale), and an eighth, True, masks it causally (element j of row i only if j <= i)."""
     prepared = []
     for case in cases:
         m, k, n, seed, requant, stall = case[:6]
         x0 = case[6] if len(case) > 6 else None
+        causal = bool(case[7]) if len(case) > 7 else False
         if isinstance(stall, bool) or not isinstance(stall, int) or not 0 <= stall <= 255:
             raise PlanError(f"stall is a chance out of 256 that memory refuses a request, 0 to "
                             f"255, not {stall!r}")
@@ -229,7 +231,7 @@ def cosim_gemms(cfg: EngineConfig, cases: list[tuple[int, int, int, int, bool, i
                             f"{MAX_SIM_BYTES >> 20} MiB")
         ops = make_operands(m, k, n, seed=seed, requant=requant, softmax=x0 is not None)
         plan = plan_gemm(cfg, m, k, n, requant=requant, zero_point=ops.zero_point,
-                         softmax_x0=x0)
+                         softmax_x0=x0, softmax_causal=causal)
         words = isa.assemble(plan.program, cfg)
         predicted = program_cycles(cfg, plan.program, stall=stall).cycles
         job = Job(words, memory_image(plan, ops), [(plan.layout.c_addr, m * plan.layout.ldc)],
@@ -241,13 +243,13 @@ def cosim_gemms(cfg: EngineConfig, cases: list[tuple[int, int, int, int, bool, i
     results = []
     for (plan, ops, job, predicted), run, case in zip(prepared, runs, cases, strict=True):
         m, k, n, seed, requant, stall = case[:6]
-        want = golden_result(cfg, ops, requant, plan.softmax_x0)
+        want = golden_result(cfg, ops, requant, plan.softmax_x0, plan.softmax_causal)
         got = read_result(plan, run.regions[0]) if run.error is None else None
         mismatches = int((got != want).sum()) if got is not None else want.numel()
         macs = m * k * n
         results.append({
             "config": cfg.label, "m": m, "k": k, "n": n, "requant": requant, "seed": seed,
-            "softmax_x0": plan.softmax_x0,
+            "softmax_x0": plan.softmax_x0, "causal": plan.softmax_causal,
             "stall": stall, "bit_exact": run.error is None and mismatches == 0,
             "mismatches": mismatches, "elements": want.numel(), "error": run.error,
             "cycles": run.cycles, "macs": macs, "utilization": macs / (cfg.pes * run.cycles),

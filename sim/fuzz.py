@@ -57,6 +57,7 @@ class Case:
     illegal: str | None = None     # an ErrorCode name: this instruction kind is planted ...
     illegal_at: int = 0            # ... at this index of the program
     softmax_x0: int | None = None  # C's rows leave through the softmax stage with this x0
+    causal: bool = False           # ... masked causally (element j of row i only if j <= i)
 
 
 @dataclass
@@ -106,7 +107,7 @@ def _golden(cfg: EngineConfig, case: Case, ops: GemmOperands) -> torch.Tensor:
         acc = golden_result(cfg, ops, False)
         return requantize(acc, ops.multiplier, ops.shift, bias=ops.bias,
                           zero_point=ops.zero_point, relu=True)
-    return golden_result(cfg, ops, case.requant, case.softmax_x0)
+    return golden_result(cfg, ops, case.requant, case.softmax_x0, case.causal)
 
 
 def _illegal_word(cfg: EngineConfig, kind: str, rng: random.Random) -> int:
@@ -181,7 +182,7 @@ def draw_cases(cfg: EngineConfig, count: int, seed: int = 0, *,
                     operands=rng.choices(["random", "min", "max", "alternating", "params"],
                                          [70, 5, 5, 5, 15 if requant and not softmax
                                           else 0])[0],
-                    softmax_x0=x0)
+                    softmax_x0=x0, causal=softmax and rng.random() < 0.5)
         try:
             layout = check_gemm(cfg, m, k, n, requant)
         except PlanError:
@@ -206,7 +207,7 @@ def _plan(cfg: EngineConfig, case: Case):
     ops = _operands(case)
     plan = plan_gemm(cfg, case.m, case.k, case.n, requant=case.requant, relu=case.relu,
                      zero_point=ops.zero_point, blocking=case.blocking,
-                     softmax_x0=case.softmax_x0)
+                     softmax_x0=case.softmax_x0, softmax_causal=case.causal)
     return ops, plan
 
 

@@ -146,13 +146,18 @@ def _cmd_cosim(args: argparse.Namespace, config: EngineConfig) -> int:
         print(f"tessera: error: --stall is a chance out of 256 that memory refuses a request "
               f"(0 to 255), not {args.stall}", file=sys.stderr)
         return 2
+    if args.causal and args.softmax is None:
+        print("tessera: error: --causal masks the softmax: give --softmax X0 too",
+              file=sys.stderr)
+        return 2
     waves = _waves_path(args, f"gemm-{args.m}x{args.k}x{args.n}", config)
     try:
         with RunProgress(f"gemm {args.m}x{args.k}x{args.n} on {config.label}") as progress:
             result = cosim_gemm(config, args.m, args.k, args.n, seed=args.seed,
                                 requant=args.requant or args.softmax is not None,
                                 stall=args.stall, waves=waves, progress=progress,
-                                backend=args.backend, softmax_x0=args.softmax)
+                                backend=args.backend, softmax_x0=args.softmax,
+                                causal=args.causal)
     except PlanError as e:
         print(f"tessera: error: {e}", file=sys.stderr)
         return 2
@@ -162,7 +167,8 @@ def _cmd_cosim(args: argparse.Namespace, config: EngineConfig) -> int:
         verdict = _verdict(result)
         kind = "int8 (requantized)" if args.requant else "int32"
         if args.softmax is not None:
-            kind = f"Shiftmax over each row (x0 = {args.softmax}, int8 probabilities)"
+            kind = (f"{'causal ' if args.causal else ''}Shiftmax over each row "
+                    f"(x0 = {args.softmax}, int8 probabilities)")
         print(f"gemm {args.m}x{args.k}x{args.n} on {config.label}, {kind} output: {verdict}")
         c = result["counters"]
         print(f"  cycles {result['cycles']:,} (mapper predicted {result['predicted_cycles']:,}, "
@@ -229,7 +235,7 @@ def _cmd_cosim_op(args: argparse.Namespace, config: EngineConfig) -> int:
         result = cosim_gemm(config, g["m"], g["k"], g["n"], seed=args.seed,
                             requant=g["requant"], progress=progress, backend=args.backend,
                             waves=_waves_path(args, f"{args.model}-{row.name}", config),
-                            softmax_x0=g.get("softmax_x0"))
+                            softmax_x0=g.get("softmax_x0"), causal=g.get("causal", False))
     result["op"] = row.name
     result["kind"] = row.kind
     result["count"] = row.count
@@ -315,6 +321,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="attention logits: requantize C with one scale and run I-ViT's "
                         "Shiftmax over each whole row on the engine's softmax stage, with "
                         "x0 = floor(-1 / scale of the logits) = X0 (-1 .. -65535)")
+    q.add_argument("--causal", action="store_true",
+                   help="with --softmax: mask element j of row i unless j <= i (GPT-2)")
     q.add_argument("--waves", action="store_true",
                    help="record a waveform, FST (VCD where Verilator's FST writer does not "
                         "compile); a build of its own; the path is printed")

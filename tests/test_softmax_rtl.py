@@ -35,7 +35,10 @@ def test_softmax_gemms_are_bit_exact_in_the_predicted_cycles(cfg):
     # with a partial last; more rows than the array; a stalling memory
     cases = [(4, 9, 1, 1, True, 0, -1), (3, 16, 5, 2, True, 0, -12), (7, 8, 6, 3, True, 0, -5),
              (5, 24, 14, 4, True, 40, -20), (8, 5, 23, 5, True, 0, -300),
-             (2, 40, 11, 6, True, 200, -7)]
+             (2, 40, 11, 6, True, 200, -7),
+             # causal: square, more keys than queries, a row of one query
+             (11, 16, 11, 7, True, 0, -9, True), (7, 8, 17, 8, True, 90, -30, True),
+             (1, 8, 12, 9, True, 0, -4, True)]
     for r in cosim_gemms(cfg, cases):
         assert r["bit_exact"], r
         assert r["cycles"] == r["predicted_cycles"], r
@@ -105,6 +108,7 @@ def test_softmax_store_timing_counts_its_three_passes():
 @pytest.mark.parametrize("insn, code, message", [
     (isa.store(0, 1, 5, 0, 5, False, softmax=True), ErrorCode.MODE, "requant must be set"),
     (isa.store(0, 4, 5, 0, 5, True, softmax=True), ErrorCode.MODE, "at most 3 rows"),
+    (isa.store(0, 1, 5, 0, 5, True, causal=True), ErrorCode.MODE, "softmax must be set"),
     (isa.config_softmax(0), ErrorCode.RANGE, "outside"),
     (isa.config_softmax(isa.X0_MIN - 1), ErrorCode.RANGE, "outside"),
     (isa.store(0, 3, 5, 0, 9, True, segs=2, seg_stride=3), ErrorCode.STRIDE, "shorter"),

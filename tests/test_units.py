@@ -246,6 +246,7 @@ def _bad_instructions():
         # softmax: int8 logits only, at most the array's rows; x0 in range
         (with_(raw, softmax=1), ErrorCode.MODE),
         (with_(store, softmax=1, rows=CFG.rows + 1), ErrorCode.MODE),
+        (with_(store, causal=1), ErrorCode.MODE),
         (isa.config_softmax(0), ErrorCode.RANGE),
         (isa.config_softmax(isa.X0_MIN - 1), ErrorCode.RANGE),
     ]
