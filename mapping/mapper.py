@@ -213,8 +213,12 @@ def _vector_row(cfg: EngineConfig, op: Op, energy: EnergyTable, ideal: bool) -> 
 
 
 def map_workload(workload: Workload, cfg: EngineConfig, *, ideal_memory: bool = False,
-                 count: str = "hardware", energy: EnergyTable = DEFAULT) -> MapResult:
+                 count: str = "hardware", energy: EnergyTable = DEFAULT,
+                 fuse: bool = True) -> MapResult:
     """Cost every op of ``workload`` on ``cfg``.
+
+    ``fuse=False`` costs every non-linear on the modeled unit, one op after another (the
+    reference the benchmarks measure fusion against).
 
     ``count="paper"`` adds EcoFormer's multiplication and addition counts to each row and
     prices the rows' ``energy_pj`` at 3.7 pJ per multiplication and 0.9 pJ per addition; the
@@ -229,7 +233,7 @@ def map_workload(workload: Workload, cfg: EngineConfig, *, ideal_memory: bool = 
     for i, op in enumerate(ops):
         if i in fused:
             row = fused.pop(i)
-        elif _fusable_softmax(ops, i):
+        elif fuse and _fusable_softmax(ops, i):
             try:
                 row = _gemm_row(cfg, op, energy, ideal_memory, softmax=True,
                                 causal=ops[i + 2].causal)

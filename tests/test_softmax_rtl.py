@@ -144,3 +144,104 @@ def test_a_softmax_gemm_needs_whole_rows_in_the_accumulator():
     plan = plan_gemm(OS, 4, 4, 30, requant=True, softmax_x0=-3)
     stores = [i for i in plan.program if i.op == isa.Op.STORE]
     assert all(i.args["softmax"] and i.args["extra_segs"] == 5 for i in stores)
+
+
+# -- the stage alone, in amaranth.sim -------------------------------------------------------------
+
+
+def _run_stage(cfg: EngineConfig, logits: torch.Tensor, x0: int, *, gap: int,
+               causal: bool = False, mask_row: int = 0):
+    """Stream ``logits`` (rows x segs*cols, int8) through a SoftmaxStage as the store unit's
+    reader would: three passes, ``gap`` idle cycles before the last. Returns the emitted rows
+    (cycle after their entry, values) in order."""
+    from amaranth.sim import Simulator
+
+    c = cfg.cols
+    rows, width = logits.shape
+    segs = -(-width // c)
+    last = width - (segs - 1) * c
+    padded = torch.zeros(rows, segs * c, dtype=torch.int64)
+    padded[:, :width] = logits
+    stage = SoftmaxStage(cfg)
+    insn = isa.store(0, rows, last, 0, width, True, segs=segs, seg_stride=rows, softmax=True,
+                     causal=causal, mask_row=mask_row)
+    out = []
+
+    async def tb(ctx):
+        ctx.set(stage.o.ready, 1)
+        ctx.set(stage.settings, isa.config_layout.const(isa.config_softmax(x0).args))
+        ctx.set(stage.settings_en, 1)
+        await ctx.tick()
+        ctx.set(stage.settings_en, 0)
+        ctx.set(stage.start, 1)
+        await ctx.tick()
+        ctx.set(stage.start, 0)
+        ctx.set(stage.cmd, isa.store_layout.const(insn.args))
+        feed = []
+        for p in range(SoftmaxStage.PASSES):
+            if p == SoftmaxStage.PASSES - 1:
+                feed += [None] * gap
+            for r in range(rows):
+                for t in range(segs):
+                    feed.append((p, r, t))
+        cycle = 0
+        entered = {}
+        while cycle < len(feed) + SoftmaxStage.latency + 5:
+            item = feed[cycle] if cycle < len(feed) else None
+            ctx.set(stage.i.valid, item is not None)
+            if item is not None:
+                p, r, t = item
+                ctx.set(stage.i.payload, {
+                    "data": padded[r, t * c:(t + 1) * c].tolist(),
+                    "side": {"first": p == r == t == 0, "last": item == (2, rows - 1, segs - 1),
+                             "seg_first": t == 0, "seg_last": t == segs - 1, "pass_": p,
+                             "emit": p == 2, "row": r, "seg": t}})
+                if p == 2:
+                    entered[(r, t)] = cycle
+            if ctx.get(stage.o.valid):
+                o = ctx.get(stage.o.payload)
+                key = (int(o.side.row), int(o.side.seg))
+                out.append((cycle - entered[key], key, [int(v) for v in o.data]))
+            await ctx.tick()
+            cycle += 1
+
+    sim = Simulator(stage)
+    sim.add_clock(1e-6)
+    sim.add_testbench(tb)
+    sim.run()
+    got = torch.zeros(rows, segs * c, dtype=torch.int64)
+    for _, (r, t), values in out:
+        got[r, t * c:(t + 1) * c] = torch.tensor(values)
+    return out, got[:, :width]
+
+
+@pytest.mark.parametrize("rows, width, x0, causal", [
+    (1, 4, -9, False),     # one row of one segment: the tightest case for the gap
+    (4, 4, -9, False),     # the array's rows, one segment each
+    (3, 11, -30, False),   # segments with a partial last
+    (4, 10, -5, True),     # causal, the mask crossing segments
+])
+def test_the_stage_alone_takes_its_stated_latency_and_gap(rows, width, x0, causal):
+    cfg = EngineConfig(rows=4, cols=4, spad_kib=16, acc_kib=16, mem_bytes_per_cycle=4,
+                       mem_latency=8)
+    gen = torch.Generator().manual_seed(rows * width)
+    logits = torch.randint(-128, 128, (rows, width), generator=gen)
+    out, got = _run_stage(cfg, logits, x0, gap=SoftmaxStage.gap(cfg), causal=causal,
+                          mask_row=1)
+    mask = None
+    if causal:
+        mask = torch.arange(width)[None, :] <= 1 + torch.arange(rows)[:, None]
+    assert torch.equal(got, shiftmax_x0(logits, x0, mask=mask))
+    segs = -(-width // cfg.cols)
+    assert len(out) == rows * segs
+    assert {lat for lat, _, _ in out} == {SoftmaxStage.latency}
+
+
+def test_a_gap_shorter_than_stated_gives_wrong_rows():
+    # the stated gap is what the stage needs: one cycle less and the first row's factor is
+    # not written before its first element reaches the product
+    cfg = EngineConfig(rows=4, cols=4, spad_kib=16, acc_kib=16, mem_bytes_per_cycle=4,
+                       mem_latency=8)
+    logits = torch.randint(-128, 128, (1, 4), generator=torch.Generator().manual_seed(1))
+    _, got = _run_stage(cfg, logits, -9, gap=SoftmaxStage.gap(cfg) - 1)
+    assert not torch.equal(got, shiftmax_x0(logits, -9))
