@@ -92,6 +92,12 @@ class Stage(wiring.Component):
     #: cycles from ``start`` to ``set_up``, when selected (0: ready at once)
     setup_cycles: int = 0
 
+    @classmethod
+    def latency_of(cls, config: EngineConfig) -> int:
+        """:attr:`latency` for ``config`` (a stage whose latency depends on it says so)."""
+        del config
+        return cls.latency
+
     @staticmethod
     def uses(insn: Insn) -> bool:
         """Whether a STORE passes its rows through this stage (for the cycle model)."""

@@ -102,7 +102,8 @@ class StoreTiming:
         chosen = self.selected(insn)
         setup = max((stage.setup_cycles for stage in chosen), default=0)
         return (self.setup + setup + self.read_latency + self.reads_before_output(insn)
-                + sum(s.latency for s in chosen) + self.fifo_latency + self.split_latency)
+                + sum(s.latency_of(self.config) for s in chosen) + self.fifo_latency
+                + self.split_latency)
 
     def row_beats(self, insn: Insn) -> int:
         """Memory beats of one stored row of a STORE (its segments are cut separately)."""
@@ -118,7 +119,7 @@ class StoreTiming:
         """Rows the row FIFO holds: more than the way round from a row popped to the next
         one in (the pop counted, the credit seen, the longest chain, the write), so it never
         runs dry while the memory takes a beat every cycle."""
-        chain = sum(stage.latency for stage in self.stages)
+        chain = sum(stage.latency_of(self.config) for stage in self.stages)
         return chain + 5
 
     def span(self, insn: Insn) -> int:

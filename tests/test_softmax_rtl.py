@@ -99,10 +99,10 @@ def test_softmax_store_timing_counts_its_three_passes():
         soft = isa.store(0, 3, 5, 0, 64, True, segs=4, seg_stride=3, softmax=True)
         # two passes of 3 rows x 4 segments read ahead, the gap, and the stage's latency
         assert t.request_delay(soft) - t.request_delay(plain) == \
-            2 * 12 + SoftmaxStage.gap(cfg) + SoftmaxStage.latency
+            2 * 12 + SoftmaxStage.gap(cfg) + SoftmaxStage.latency_of(cfg)
         assert t.beats(soft) == t.beats(plain) == 3 * 4
-    assert SoftmaxStage.latency == SoftmaxStage.FRONT + SoftmaxStage.exp_latency() + \
-        SoftmaxStage.BACK
+        assert SoftmaxStage.latency_of(cfg) == SoftmaxStage.FRONT + 3 + \
+            SoftmaxStage.exp_latency() + SoftmaxStage.BACK   # 5 lanes: a tree of 3 levels
 
 
 @pytest.mark.parametrize("insn, code, message", [
@@ -186,7 +186,7 @@ def _run_stage(cfg: EngineConfig, logits: torch.Tensor, x0: int, *, gap: int,
                     feed.append((p, r, t))
         cycle = 0
         entered = {}
-        while cycle < len(feed) + SoftmaxStage.latency + 5:
+        while cycle < len(feed) + SoftmaxStage.latency_of(cfg) + 5:
             item = feed[cycle] if cycle < len(feed) else None
             ctx.set(stage.i.valid, item is not None)
             if item is not None:
@@ -234,7 +234,7 @@ def test_the_stage_alone_takes_its_stated_latency_and_gap(rows, width, x0, causa
     assert torch.equal(got, shiftmax_x0(logits, x0, mask=mask))
     segs = -(-width // cfg.cols)
     assert len(out) == rows * segs
-    assert {lat for lat, _, _ in out} == {SoftmaxStage.latency}
+    assert {lat for lat, _, _ in out} == {SoftmaxStage.latency_of(cfg)}
 
 
 def test_a_gap_shorter_than_stated_gives_wrong_rows():
