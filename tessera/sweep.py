@@ -228,7 +228,8 @@ def _validate(cfg: EngineConfig, result) -> dict[str, Any]:
     from sim.cosim import cosim_gemm
 
     g = op.gemm
-    run = cosim_gemm(cfg, g["m"], g["k"], g["n"], requant=g["requant"])
+    run = cosim_gemm(cfg, g["m"], g["k"], g["n"], requant=g["requant"],
+                     softmax_x0=g.get("softmax_x0"), causal=g.get("causal", False))
     return {"rtl_op": op.name, "rtl_cycles": run["cycles"], "rtl_predicted": g["cycles"],
             "rtl_bit_exact": run["bit_exact"],
             "rtl_error": run["error"] or ("" if run["bit_exact"] else "mismatch")}
