@@ -15,19 +15,22 @@ them into bytes and splits them into memory beats. Each stage is a component wit
 - ``settings``/``settings_en``: a CONFIG instruction's fields, for stages with static
   settings.
 
-A stage the instruction does not select (:meth:`Stage.select` in the RTL, :meth:`Stage.uses`
-for the cycle model) passes rows straight through, with no latency. Every stage states its
-``latency`` (rows in to rows out) and ``setup_cycles`` (``start`` to ``set_up``), and the store
-unit's timing (:class:`rtl.store.StoreTiming`) adds up those of the stages an instruction
+A stage the instruction does not select (:meth:`Stage.select` in the RTL, :meth:`Stage.uses` for
+the cycle model) passes rows straight through, with no latency. A stage may consume rows without
+passing them on: the reader makes several passes over a STORE's rows when a stage asks for them
+(the softmax stage's three), and only rows with ``side.emit`` go to memory. Every stage states
+its ``latency`` (rows in to rows out) and ``setup_cycles`` (``start`` to ``set_up``), and the
+store unit's timing (:class:`rtl.store.StoreTiming`) adds up those of the stages an instruction
 selects; the chain never waits on its consumer (the store unit keeps room for every row it lets
 in), so those are the only numbers the cycle model needs.
 
-Adding a stage: write it here as a :class:`Stage` (its signature, ``latency``, ``setup_cycles``,
-``uses``/``select``, an ``amaranth.sim`` test measuring both numbers), add it to
+Adding a stage: write it as a :class:`Stage`, here or in a file of its own as ``rtl/softmax.py``
+is (its signature, ``latency`` or :meth:`Stage.latency_of` when it depends on the configuration,
+``setup_cycles``, ``uses``/``select``, an ``amaranth.sim`` test measuring them), add it to
 :func:`post_op_stages` in chain order, and, if it needs an instruction field to select it or a
-memory port, add the field to ``rtl/isa.py`` (and its check to ``rtl/dispatch.py``) and the
-port to :class:`rtl.store.StoreUnit`. Nothing else changes: the store unit, its timing and the
-model read the chain.
+memory port, add the field to ``rtl/isa.py`` (and its check to ``rtl/dispatch.py``) and the port
+to :class:`rtl.store.StoreUnit`. Nothing else changes: the store unit, its timing and the model
+read the chain.
 """
 
 from __future__ import annotations
