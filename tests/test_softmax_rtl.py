@@ -245,3 +245,48 @@ def test_a_gap_shorter_than_stated_gives_wrong_rows():
     logits = torch.randint(-128, 128, (1, 4), generator=torch.Generator().manual_seed(1))
     _, got = _run_stage(cfg, logits, -9, gap=SoftmaxStage.gap(cfg) - 1)
     assert not torch.equal(got, shiftmax_x0(logits, -9))
+
+
+def _merged_stores(program: list[isa.Insn], segs: int, seg_stride: int) -> list[isa.Insn]:
+    """The program with each run of ``segs`` plain STOREs of one row block (accumulator rows
+    ``seg_stride`` apart, side by side in memory) as one STORE of ``segs`` segments."""
+    out, run = [], []
+    for insn in program + [None]:
+        if insn is not None and insn.op == isa.Op.STORE:
+            run.append(insn)
+            if len(run) == segs:
+                a = dict(run[0].args)
+                a.update(cols=run[-1].args["cols"], extra_segs=segs - 1, seg_stride=seg_stride)
+                out.append(isa.Insn(isa.Op.STORE, a, frozenset().union(*(s.deps for s in run))))
+                run = []
+            continue
+        assert not run, "a row block's stores are interrupted"
+        if insn is not None:
+            out.append(insn)
+    return out
+
+
+@pytest.mark.sim
+@pytest.mark.parametrize("requant", [False, True], ids=["int32", "int8"])
+def test_plain_stores_of_several_segments(requant):
+    """Rows of several segments without the softmax: a GEMM whose row blocks are each stored
+    by one STORE, raw int32 or requantized, equal to the golden C in the predicted cycles."""
+    from mapping.operands import golden_result, make_operands
+
+    m, k, n = 7, 12, 13
+    nt = -(-n // OS.cols)
+    ops = make_operands(m, k, n, seed=3, requant=requant)
+    if requant:   # one channel block serves every segment: one scale for all channels
+        for t in (ops.multiplier, ops.shift, ops.bias):
+            t.fill_(int(t[0]))
+    plan = plan_gemm(OS, m, k, n, requant=requant, zero_point=ops.zero_point,
+                     blocking=(1, nt, k))
+    program = _merged_stores(plan.program, nt, OS.rows)
+    assert sum(i.op == isa.Op.STORE for i in program) == -(-m // OS.rows)
+    predicted = program_cycles(OS, program).cycles
+    job = Job(isa.assemble(program, OS), memory_image(plan, ops),
+              [(plan.layout.c_addr, m * plan.layout.ldc)], timeout_cycles=2 * predicted + 1000)
+    run, = run_programs(OS, [job])
+    assert run.error is None
+    assert torch.equal(read_result(plan, run.regions[0]), golden_result(OS, ops, requant))
+    assert run.cycles == predicted
