@@ -90,10 +90,16 @@ def _brams_for(bits_wide: int, depth: int, board: Board) -> int:
 
 
 def dsp_multipliers(config: EngineConfig) -> int:
-    """Multipliers the engine asks of DSP blocks: one per PE, and the requantizer's per lane."""
+    """Multipliers the engine asks of DSP blocks: one per PE, the requantizer's and the softmax
+    stage's per lane, and the dispatcher's one (a STORE's segments times their stride, for its
+    accumulator range check)."""
+    from rtl.dispatch import Dispatcher
     from rtl.requant import Requantizer
+    from rtl.softmax import SoftmaxStage
 
-    return config.pes + Requantizer.MULTIPLIERS_PER_LANE * config.cols
+    return (config.pes + (Requantizer.MULTIPLIERS_PER_LANE
+                          + SoftmaxStage.MULTIPLIERS_PER_LANE) * config.cols
+            + Dispatcher.MULTIPLIERS)
 
 
 def check_fit(board: Board, config: EngineConfig,
@@ -123,7 +129,14 @@ def check_fit(board: Board, config: EngineConfig,
             f"not have: as flip-flops they alone would need {lut_ram_bits:,} of its "
             f"{board.luts:,} logic cells")
     mults = dsp_multipliers(config)
-    detail = f"{mults} multipliers ({config.pes} PEs, {mults - config.pes} in the requantizer)"
+    from rtl.requant import Requantizer
+    from rtl.softmax import SoftmaxStage
+
+    requant = Requantizer.MULTIPLIERS_PER_LANE * config.cols
+    softmax = SoftmaxStage.MULTIPLIERS_PER_LANE * config.cols
+    detail = (f"{mults} multipliers ({config.pes} PEs, {requant} in the requantizer, "
+              f"{softmax} in the softmax stage, {mults - config.pes - requant - softmax} in the "
+              f"dispatcher)")
     if board.family == "ecp5" and mults > board.dsps:
         # Yosys maps every multiplier to a MULT18X18D; nextpnr cannot place what is left over
         problems.append(f"{detail} need as many DSP blocks, the device has {board.dsps}")

@@ -32,6 +32,7 @@ from rtl.config import EngineConfig, refuse
 from rtl.engine import Engine, EngineTiming
 from rtl.isa import INSN_BITS
 from rtl.memory import engine_memories
+from rtl.store import StoreTiming
 
 from .clocks import Ecp5Pll
 from .link import HostLink
@@ -94,7 +95,11 @@ class BoardTop(wiring.Component):
         shapes = {names[name]: (mem.shape.size, mem.depth, copies.get(name, 1))
                   for name, mem in engine_memories(self.config).items()}
         w = self.config.mem_bytes_per_cycle
+        # the store unit's row FIFO: as deep as its post-op chain is long (the softmax stage
+        # made it deep enough for Yosys to put it in block RAM)
+        fifo = StoreTiming(self.config).fifo_depth
         return {**shapes,
+                "store row FIFO": (8 * 4 * self.config.cols, fifo, 1),
                 "memory": (w * 8, self.mem_words, 1),
                 "program memory": (INSN_BITS, self.imem_depth, 1),
                 "frame buffer": (8, FRAME_BYTES, 1)}

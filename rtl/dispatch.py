@@ -100,6 +100,10 @@ class Dispatcher(wiring.Component):
     is anywhere in the dispatcher or the queues.
     """
 
+    #: multipliers (DSP blocks): a STORE's extra segments times their stride, for the
+    #: accumulator range check
+    MULTIPLIERS = 1
+
     def __init__(self, config: EngineConfig):
         self.config = config
         self.geometry = geometry(config)
@@ -249,7 +253,8 @@ class Dispatcher(wiring.Component):
                                               | (st.cols > cfg.cols))
                         last_bytes = Mux(st.requant, st.cols, st.cols << 2)
                         seg_bytes = Mux(st.requant, cfg.cols, cfg.cols << 2)
-                        row_bytes = st.extra_segs * seg_bytes + last_bytes
+                        full = st.extra_segs * cfg.cols   # (a constant multiplier)
+                        row_bytes = Mux(st.requant, full, full << 2) + last_bytes
                         first_bytes = Mux(st.extra_segs == 0, last_bytes, seg_bytes)
                         several = st.rows > 1
                         past = (st.addr + (first_bytes - 1))[ADDR_BITS] & (first_bytes != 0)

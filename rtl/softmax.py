@@ -20,8 +20,9 @@ set by ``CONFIG softmax=1`` (``golden.nonlinear.softmax_x0`` of the logits' scal
 Pipeline, one register a step (``L = ceil(log2 cols)`` tree levels): ``in``; the lane maximum,
 a level a register (``L``); the running maximum (``max[r]`` written); ``x - max[r]``; the
 exponential's stages; then on pass 1 the lane sum tree (``L``), the running sum, and ``sum[r]``
-clamped and written; on pass 2 the product as four 16-bit partial products in DSP blocks
-(operands, products), their middle and outer sums, the total, and the shift. No step holds more
+clamped and written; on pass 2 the product as three 16-bit partial products in DSP blocks
+(operands, products; the high halves' product is always 0), their middle sum, the total, and
+the shift. No step holds more
 than one carry chain or a multiplier. The reader leaves :meth:`SoftmaxStage.gap` idle cycles
 between passes 1 and 2, so each row's factor is written before its first element reaches the
 product; everything else is fixed latency: rows of pass 2 leave
@@ -63,9 +64,11 @@ class SoftmaxStage(Stage):
     PASSES = 3
     #: registers before the exponential besides the max tree: in, running max, x - max
     FRONT = 3
-    #: after it on pass 2: the partial products' operands and products, middle and outer sums,
+    #: after it on pass 2: the partial products' operands and products, their middle sum,
     #: the total, the shift
     BACK = 5
+    #: multipliers per lane (DSP blocks): three 16-bit partial products of exp * factor
+    MULTIPLIERS_PER_LANE = 3
 
     def __init__(self, config: EngineConfig):
         self.config = config
@@ -260,21 +263,22 @@ class SoftmaxStage(Stage):
             with m.If(div.o_valid):
                 m.d.sync += [factor_r[out_row].eq(div.quotient[0]), out_row.eq(out_row + 1)]
 
-        # -- pass 2: (exp * factor[r]) >> 24 as four 16-bit partial products
+        # -- pass 2: (exp * factor[r]) >> 24 from 16-bit partial products. exp <= sum, so
+        # exp * factor <= 2**31 - 1: the high halves' product (bits 32 and up) is always 0 and
+        # three products make it (a DSP block each, operands registered in it)
         factor = Signal(unsigned(31))
         m.d.comb += factor.eq(factor_r[f_side.row])
         fh, fl = factor[16:], factor[:16]
         outs = []
         for j in range(c):
             eh, el = ex[j][16:], ex[j][:16]
-            hh, hl, lh, ll = (
+            hl, lh, ll = (
                 registered_product(core, a, b, platform=platform, ce=en, input_registers=True,
                                    name=f"{label}_{j}")
-                for label, a, b in (("hh", eh, fh), ("hl", eh, fl), ("lh", el, fh),
-                                    ("ll", el, fl)))
+                for label, a, b in (("hl", eh, fl), ("lh", el, fh), ("ll", el, fl)))
             middle = reg(hl + lh, unsigned(33), f"middle_{j}")
-            outer = reg(Cat(ll[:32], hh[:30]), unsigned(62), f"outer_{j}")
-            total = reg(outer + (middle << 16), unsigned(63), f"total_{j}")
+            low = reg(ll, unsigned(32), f"low_{j}")
+            total = reg(low + (middle << 16), unsigned(50), f"total_{j}")
             outs.append(reg(total[32 - OUT_BITS:32], unsigned(OUT_BITS), f"out_{j}"))
         g_valid = delay(f_valid & f_side.emit, 1, self.BACK, "g_valid")
         g_side = delay(f_side, side_l, self.BACK, "g_side")

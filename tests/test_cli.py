@@ -125,10 +125,11 @@ def test_sim_command_json(capsys):
                  "--json"])
     out = capsys.readouterr().out
     assert code == 0, out
-    tiles, programs = json.loads(out)
-    assert tiles["kind"] == "tiles" and programs["kind"] == "programs"
+    tiles, programs, softmax = json.loads(out)
+    assert (tiles["kind"], programs["kind"], softmax["kind"]) == ("tiles", "programs", "softmax")
     assert tiles["tests"] == 1 and tiles["passed"] == 1 and tiles["elements"] > 0
     assert programs["tests"] == programs["passed"] == 6 and programs["elements"] > 0
+    assert softmax["tests"] == softmax["passed"] == 3 and softmax["elements"] > 0
 
 
 def test_cosim_op_lists_ops_and_refuses_what_has_no_rtl(capsys):

@@ -39,13 +39,14 @@ def test_configs_that_cannot_fit_are_refused_with_the_reason(capsys):
     assert "--spad-kib" in err
     # too many multipliers for the DSP blocks and the LUTs
     big = preset("large").replace(rows=64, cols=64, spad_kib=4, acc_kib=4)
-    with pytest.raises(BoardError, match=r"4352 multipliers \(4096 PEs, 256 in the "
-                                         r"requantizer\) need as many DSP blocks, the device "
+    with pytest.raises(BoardError, match=r"4545 multipliers \(4096 PEs, 256 in the "
+                                         r"requantizer, 192 in the softmax stage, 1 in the "
+                                         r"dispatcher\) need as many DSP blocks, the device "
                                          r"has 28"):
         check_fit(board("ulx3s-12f"), big, {})
     # Yosys puts every multiplier in a DSP block on ECP5: one too many is refused, not left to
     # fail in nextpnr; iCE40 has no LUT RAM for the instruction queues
-    with pytest.raises(BoardError, match="32 multipliers .* need as many DSP blocks, the "
+    with pytest.raises(BoardError, match="45 multipliers .* need as many DSP blocks, the "
                                          "device has 28"):
         check_fit(board("orangecrab"), preset("tiny"), {})
     assert main(["fpga", "build", "icebreaker", "--preset", "tiny", "--spad-kib", "1",
@@ -89,7 +90,8 @@ def test_smallest_preset_synthesizes_for_an_ecp5_board(capsys):
     assert 0 < luts < available
     cfg, b = preset("tiny"), board("ulx3s-85f")
     # the fit check's counts against what Yosys made: DSPs exactly, block RAM never under
-    assert out["resources"]["DSP"]["used"] == dsp_multipliers(cfg) == 32
+    # 16 PEs, 4 x 4 in the requantizer, 4 x 3 in the softmax stage, 1 in the dispatcher
+    assert out["resources"]["DSP"]["used"] == dsp_multipliers(cfg) == 45
     top = make_top(b, cfg)
     top._MustUse__silence = True
     estimate = sum(n * _brams_for(w, d, b) for w, d, n in top.memory_shapes.values())
