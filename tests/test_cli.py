@@ -163,3 +163,15 @@ def test_a_closed_pipe_ends_the_command_quietly():
     assert b"Traceback" not in proc.stderr and b"BrokenPipe" not in proc.stderr, \
         proc.stderr.decode()
     assert proc.returncode == 141   # 128 + SIGPIPE, as Unix tools end
+
+
+def test_cosim_softmax_flags_are_checked(capsys):
+    # --causal masks a softmax: alone it is refused before anything is built
+    assert main(["cosim", "gemm", "4", "4", "4", "--preset", "tiny", "--causal"]) == 2
+    assert "--causal masks the softmax" in capsys.readouterr().err
+    # an x0 outside Shiftmax's range, and rows of scores the accumulator cannot hold whole
+    assert main(["cosim", "gemm", "4", "4", "4", "--preset", "tiny", "--softmax", "0"]) == 2
+    assert "softmax x0 must be an integer in [-65535, -1]" in capsys.readouterr().err
+    assert main(["cosim", "gemm", "4", "4", "700", "--preset", "tiny", "--softmax",
+                 "-3"]) == 2
+    assert "a softmax over rows of 700" in capsys.readouterr().err
