@@ -180,7 +180,7 @@ def _fusable_softmax(ops: list[Op], i: int) -> bool:
             and qk.count == scale.count == soft.count)
 
 
-def _fused_row(cfg: EngineConfig, op: Op, into: OpCost, energy: EnergyTable,
+def _fused_row(op: Op, into: OpCost, energy: EnergyTable,
                what: str) -> OpCost:
     """A row whose work happens inside ``into``'s program: no cycles of its own."""
     passes = VECTOR_PASSES[op.kind] if op.kind == "softmax" else 0
@@ -240,9 +240,9 @@ def map_workload(workload: Workload, cfg: EngineConfig, *, ideal_memory: bool = 
             except WorkloadError:   # whole rows of scores do not fit: the modeled unit
                 row = _gemm_row(cfg, op, energy, ideal_memory)
             else:
-                fused[i + 1] = _fused_row(cfg, ops[i + 1], row, energy,
+                fused[i + 1] = _fused_row(ops[i + 1], row, energy,
                                           "folded into the requantization of")
-                fused[i + 2] = _fused_row(cfg, ops[i + 2], row, energy,
+                fused[i + 2] = _fused_row(ops[i + 2], row, energy,
                                           "the softmax stage on the stores of")
         else:
             row = (_gemm_row if op.is_gemm else _vector_row)(cfg, op, energy, ideal_memory)

@@ -25,11 +25,11 @@ from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
 from .config import refuse
+from .isa import X0_BITS
 
 __all__ = ["ShiftExp", "quotient_bits"]
 
 INT31_MAX = (1 << 31) - 1
-X0_BITS = 18
 #: ``val = r - 2 x0 <= 2 |x0| <= 2**18``
 VAL_BITS = X0_BITS + 1
 
@@ -54,11 +54,11 @@ class ShiftExp(wiring.Component):
 
     Ports:
 
-    * ``x0``: In(signed(18)), the static setting ``x0 < 0``, with ``|x0| * 2**n < 2**31`` (else
-      results are unspecified; they saturate rather than wrap). Held constant while elements
-      are in flight; setting it in the same cycle as the first element enters is enough (each
-      value derived from it passes through no more registers than the elements do before
-      they use it, and those registers advance every cycle, ``en`` or not).
+    * ``x0``: In(signed(X0_BITS)) (CONFIG's field), the static setting ``x0 < 0``, with ``|x0| *
+      2**n < 2**31`` (else results are unspecified; they saturate rather than wrap). Held
+      constant while elements are in flight; setting it in the same cycle as the first element
+      enters is enough (each value derived from it passes through no more registers than the
+      elements do before they use it, and those registers advance every cycle, ``en`` or not).
     * ``en``: In(1); the whole pipeline (data and valid) advances only in cycles with ``en``
       high, and holds otherwise.
     * ``i_valid``: In(1), ``i``: In(ArrayLayout(signed(x_bits), lanes)): one element per lane,

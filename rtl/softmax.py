@@ -37,7 +37,7 @@ from amaranth.lib import data
 from .config import EngineConfig
 from .divider import PipelinedDivider, pipelined_divider_latency
 from .dsp import registered_product
-from .isa import ROW_BITS, SEG_BITS, Insn
+from .isa import ROW_BITS, SEG_BITS, X0_BITS, Insn
 from .postops import Stage, side_layout, stage_signature
 from .shiftexp import ShiftExp, shift_exp_latency
 
@@ -125,7 +125,7 @@ class SoftmaxStage(Stage):
             return value
 
         # CONFIG softmax=1: x0
-        x0 = Signal(signed(18), init=-1)
+        x0 = Signal(signed(X0_BITS), init=-1)
         with m.If(self.settings_en & self.settings.softmax):
             m.d.sync += x0.eq(self.settings.x0)
 
